@@ -1,0 +1,34 @@
+"""Shared fixtures: the real data of ../shared/data (skipped where absent) and made-up data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path | None:
+    """``$WSI_AUG_DATA`` if set, else ``../shared/data`` beside the repository; None if absent."""
+    env = os.environ.get("WSI_AUG_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real slides and tiles; the test is skipped with the reason where they are absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real data not found: set WSI_AUG_DATA or place it at ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_work(tmp_path_factory: pytest.TempPathFactory):
+    """A work folder with small patches.zarr and structure.zarr stores (64 px, 16 patches)."""
+    from tests.factories import make_tiny_work
+
+    return make_tiny_work(tmp_path_factory.mktemp("tiny-work"))

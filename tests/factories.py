@@ -1,0 +1,69 @@
+"""Small stage stores made directly through the store API, so later stages test in isolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from wsi_aug import store
+from wsi_aug.store import WorkDir
+
+
+def _disc(size: int, cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r).astype(np.uint8)
+
+
+def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> WorkDir:
+    """A work folder with a `patches.zarr` and a `structure.zarr` of `n` disc-shaped 'glomeruli'.
+
+    Splits: 60 % train, 20 % val, 20 % test (by a fake slide per patch); one in four patches is a
+    negative (empty mask). Images are pink with a darker disc and random dark dots (nuclei).
+    """
+    rng = np.random.default_rng(seed)
+    work = WorkDir(Path(root))
+    images = np.zeros((n, size, size, 3), np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    maps = np.zeros((n, size, size), np.uint8)
+    positive = np.zeros(n, bool)
+    for i in range(n):
+        img = np.empty((size, size, 3), np.float32)
+        img[:] = (235, 170, 200)
+        img += rng.normal(0, 6, img.shape)
+        if i % 4 != 3:
+            r = rng.uniform(0.2, 0.35) * size
+            m = _disc(size, size / 2 + rng.uniform(-3, 3), size / 2 + rng.uniform(-3, 3), r)
+            img[m.astype(bool)] = (190, 110, 170)
+            masks[i] = m
+            positive[i] = True
+        for _ in range(int(rng.integers(5, 15))):
+            d = _disc(size, *rng.uniform(0, size, 2), rng.uniform(1.5, 3)).astype(bool)
+            img[d] = (90, 60, 140)
+        images[i] = np.clip(img, 0, 255).astype(np.uint8)
+        maps[i] = (images[i].mean(-1) < 150).astype(np.uint8)
+    splits = np.array(["train", "train", "train", "val", "test"])[np.arange(n) % 5]
+    table = {
+        "slide": [f"slide{i % 5}" for i in range(n)],
+        "patient": [f"patient{i % 5}" for i in range(n)],
+        "object_id": [f"obj{i}" for i in range(n)],
+        "label": ["glomerulus" if p else "" for p in positive],
+        "cx": rng.uniform(0, 1000, n),
+        "cy": rng.uniform(0, 1000, n),
+        "mpp": np.full(n, 1.0),
+        "split": splits.tolist(),
+        "padded": np.zeros(n, bool),
+        "positive": positive,
+    }
+    params = {"size": size, "mpp": 1.0, "seed": seed, "factory": True}
+    with store.build(work.patches, stage="extract", params=params, inputs={}) as g:
+        store.create_stack(g, "images", images.shape)[:] = images
+        store.create_stack(g, "masks", masks.shape)[:] = masks
+        store.write_table(g, "table", table)
+        g.attrs.update({"size": size, "mpp": 1.0})
+    inputs = {"patches": store.stage_fingerprint(work.patches)}
+    with store.build(
+        work.structure, stage="structure", params={"method": "factory"}, inputs=inputs
+    ) as g:
+        store.create_stack(g, "maps", maps.shape)[:] = maps
+    return work

@@ -1,0 +1,78 @@
+"""The `wsi-aug` command: a click group whose commands are loaded lazily.
+
+Each command lives in `wsi_aug.commands.*`, parses its options and calls one library function.
+Errors a user can act on (`WsiAugError`) print one line and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from wsi_aug import __version__
+from wsi_aug.errors import WsiAugError
+
+COMMANDS: dict[str, str] = {
+    "info": "wsi_aug.commands.data:info",
+    "phantom": "wsi_aug.commands.data:phantom",
+    "extract": "wsi_aug.commands.data:extract",
+    "structure": "wsi_aug.commands.data:structure",
+    "train-gan": "wsi_aug.commands.gan:train_gan",
+    "synthesize": "wsi_aug.commands.gan:synthesize",
+    "eval-seg": "wsi_aug.commands.evaluate:eval_seg",
+    "eval-gan": "wsi_aug.commands.evaluate:eval_gan",
+    "run": "wsi_aug.commands.pipeline:run",
+    "demo": "wsi_aug.commands.pipeline:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # that part of the tool is not built yet
+                return None
+            raise
+        return getattr(module, attr, None)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wsi-aug")
+def cli() -> None:
+    """Glomerulus patches from whole-slide images, multiplied with a mode-seeking Pix2Pix GAN.
+
+    Stages: extract -> structure -> train-gan -> synthesize -> eval-seg / eval-gan.
+    Each writes a Zarr store in the work folder (--work) and is skipped when its cache is valid.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the group, turning user errors into one line and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="wsi-aug", standalone_mode=False)
+    except WsiAugError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,267 @@
+"""The stage cache: every stage writes one Zarr store whose attributes say how it was made.
+
+A store's attributes hold, under the key ``wsi_aug``: the stage name, its parameters, the
+fingerprints of its inputs (files, or upstream stores), the package version, a cache key derived
+from those, and a completion mark written last. A stage is built in a hidden temporary folder beside
+its final path and renamed into place only once complete, so a crash or Ctrl-C never leaves a store
+that reads as complete. A rerun whose key matches a complete store does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from wsi_aug import __version__
+from wsi_aug.errors import StageMissingError
+
+ATTR = "wsi_aug"
+_HEAD_TAIL = 1 << 20  # bytes hashed at each end of a large file
+_SMALL = 8 << 20  # files up to this size are hashed whole
+
+
+def fingerprint_file(path: str | os.PathLike[str]) -> str:
+    """Content fingerprint of a file: whole-file SHA-256 up to 8 MiB, else size + head + tail.
+
+    Slides can be many GB; hashing their first and last MiB plus the size catches replaced or
+    re-exported files at a cost independent of the slide's size.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with p.open("rb") as f:
+        if size <= _SMALL:
+            h.update(f.read())
+        else:
+            h.update(f.read(_HEAD_TAIL))
+            f.seek(size - _HEAD_TAIL)
+            h.update(f.read(_HEAD_TAIL))
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def fingerprint_value(value: Any) -> str:
+    """Stable fingerprint of a JSON-serialisable value (dict keys sorted)."""
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def stage_key(stage: str, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+    """The cache key of a stage run: its name, parameters and input fingerprints."""
+    return fingerprint_value({"stage": stage, "params": dict(params), "inputs": dict(inputs)})
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``wsi_aug`` attributes of a store, or None where there is no readable store."""
+    p = Path(path)
+    if not (p / "zarr.json").is_file():
+        return None
+    try:
+        meta = zarr.open_group(p, mode="r").attrs.get(ATTR)
+    except Exception:  # a half-written or foreign folder reads as absent
+        return None
+    return dict(meta) if isinstance(meta, Mapping) else None
+
+
+def is_complete(path: str | os.PathLike[str], key: str | None = None) -> bool:
+    """True when the store carries its completion mark (and, if given, the same cache key)."""
+    meta = read_meta(path)
+    if not meta or not meta.get("complete"):
+        return False
+    return key is None or meta.get("key") == key
+
+
+def stage_fingerprint(path: str | os.PathLike[str]) -> str:
+    """Fingerprint of a complete store, for the stages that read it (changes on every rebuild)."""
+    meta = read_meta(path)
+    if not meta or not meta.get("complete"):
+        raise StageMissingError(f"{path}: store missing or incomplete")
+    return fingerprint_value([meta.get("key"), meta.get("completed_at")])
+
+
+def open_stage(path: str | os.PathLike[str], *, stage: str, made_by: str) -> zarr.Group:
+    """Open a complete upstream store read-only, or fail naming the command that makes it."""
+    meta = read_meta(path)
+    if meta is None:
+        raise StageMissingError(f"{path}: no {stage} store here; make it with `{made_by}`")
+    if not meta.get("complete"):
+        raise StageMissingError(
+            f"{path}: the {stage} store is incomplete (interrupted?); rebuild it with `{made_by}`"
+        )
+    if meta.get("stage") != stage:
+        raise StageMissingError(
+            f"{path}: holds a {meta.get('stage')!r} store, not {stage!r}; make it with `{made_by}`"
+        )
+    return zarr.open_group(Path(path), mode="r")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage function returns: where its store is and whether it came from the cache."""
+
+    path: Path
+    cached: bool
+    meta: dict[str, Any]
+
+
+def cached_result(
+    path: str | os.PathLike[str],
+    *,
+    stage: str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    force: bool = False,
+) -> StageResult | None:
+    """A `StageResult` for a valid cached store, or None when the stage must run."""
+    if force:
+        return None
+    key = stage_key(stage, params, inputs)
+    if is_complete(path, key):
+        return StageResult(Path(path), True, read_meta(path) or {})
+    return None
+
+
+def partial_path(path: str | os.PathLike[str], key: str) -> Path:
+    """Where a resumable stage keeps its unfinished work (one folder per cache key)."""
+    p = Path(path)
+    return p.parent / f".{p.name}.partial-{key.removeprefix('sha256:')[:12]}"
+
+
+@contextlib.contextmanager
+def build(
+    path: str | os.PathLike[str],
+    *,
+    stage: str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    resumable: bool = False,
+) -> Iterator[zarr.Group]:
+    """Build a stage store atomically.
+
+    Yields a writable group in a hidden temporary folder. When the body returns, the completion
+    mark is written last and the folder is renamed to `path` (replacing an older store). When it
+    raises, a non-resumable temporary folder is removed; a resumable one (``resumable=True``, used
+    by training) is kept for the next run with the same key to continue from.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    key = stage_key(stage, params, inputs)
+    if resumable:
+        tmp = partial_path(final, key)
+        mode = "a" if (tmp / "zarr.json").is_file() else "w"
+    else:
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        mode = "w"
+    group = zarr.open_group(tmp, mode=mode)
+    meta: dict[str, Any] = {
+        "stage": stage,
+        "params": json.loads(json.dumps(dict(params), default=str)),
+        "inputs": json.loads(json.dumps(dict(inputs), default=str)),
+        "version": __version__,
+        "key": key,
+        "complete": False,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    group.attrs[ATTR] = meta
+    try:
+        yield group
+    except BaseException:
+        if not resumable:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    meta["complete"] = True
+    meta["completed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["completed_ns"] = time.time_ns()
+    group.attrs[ATTR] = meta  # the completion mark: written last
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_table(group: zarr.Group, name: str, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Write a table as a sub-group of equal-length 1-D arrays (strings as variable-length UTF-8)."""
+    sub = group.require_group(name)
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"table {name}: columns of different lengths {sorted(lengths)}")
+    for col, values in columns.items():
+        arr = np.asarray(values)
+        if arr.dtype.kind in "UOST":
+            data = np.asarray([str(v) for v in values], dtype=object)
+            z = sub.create_array(col, shape=(len(data),), dtype=str, overwrite=True)
+            if len(data):
+                z[:] = data
+        else:
+            sub.create_array(col, data=arr, overwrite=True)
+    sub.attrs["columns"] = list(columns)
+
+
+def read_table(group: zarr.Group, name: str) -> dict[str, np.ndarray]:
+    """Read a table written by `write_table`, columns in their written order."""
+    sub = group[name]
+    order = sub.attrs.get("columns") or sorted(k for k, _ in sub.arrays())
+    out: dict[str, np.ndarray] = {}
+    for col in order:
+        values = sub[col][:]
+        out[col] = np.array(values.tolist(), dtype=str) if values.dtype.kind in "OT" else values
+    return out
+
+
+def create_stack(
+    group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any = "uint8"
+) -> zarr.Array:
+    """An (N, ...) array chunked one item per chunk, compressed; for patch-like stacks."""
+    chunks = (1, *shape[1:]) if shape[0] else shape
+    return group.create_array(
+        name, shape=shape, dtype=dtype, chunks=tuple(max(1, c) for c in chunks), overwrite=True
+    )
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    """The layout of a work folder (``--work``), a public interface documented in the README."""
+
+    root: Path
+
+    @property
+    def patches(self) -> Path:
+        return self.root / "patches.zarr"
+
+    @property
+    def structure(self) -> Path:
+        return self.root / "structure.zarr"
+
+    @property
+    def gan(self) -> Path:
+        return self.root / "gan.zarr"
+
+    @property
+    def synthetic(self) -> Path:
+        return self.root / "synthetic.zarr"
+
+    @property
+    def eval_seg(self) -> Path:
+        return self.root / "eval-seg"
+
+    @property
+    def eval_gan(self) -> Path:
+        return self.root / "eval-gan"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
