@@ -14,7 +14,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise WsiAugError(f"--device {name}: not a torch device ({exc}); use auto, cpu or cuda") from exc
+        raise WsiAugError(
+            f"--device {name}: not a torch device ({exc}); use auto, cpu or cuda"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise WsiAugError(f"--device {name}: CUDA is not available here; use --device cpu")
     return device

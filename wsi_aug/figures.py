@@ -43,7 +43,9 @@ def save_grid(
     if n_rows == 0 or n_cols == 0:
         raise ValueError("save_grid: nothing to draw")
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(cell_inches * n_cols, cell_inches * n_rows + (0.4 if title else 0)),
+        n_rows,
+        n_cols,
+        figsize=(cell_inches * n_cols, cell_inches * n_rows + (0.4 if title else 0)),
         squeeze=False,
     )
     for i, row in enumerate(rows):

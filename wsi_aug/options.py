@@ -53,7 +53,10 @@ def device_option(f: F) -> F:
 def workers_option(f: F) -> F:
     """``--workers N``: parallel worker processes."""
     return click.option(
-        "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+        "--workers",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
         help="Parallel worker processes.",
     )(f)
 
@@ -80,11 +83,15 @@ def slide_options(f: F) -> F:
 def annotation_options(f: F) -> F:
     """Options that say how to read annotations (classes, object types, masks)."""
     f = click.option(
-        "--mask-channel", type=click.IntRange(0, 3), default=None,
+        "--mask-channel",
+        type=click.IntRange(0, 3),
+        default=None,
         help="For RGB mask images: the channel holding the mask (0 red, 1 green, 2 blue).",
     )(f)
     f = click.option(
-        "--mask-value", type=int, default=None,
+        "--mask-value",
+        type=int,
+        default=None,
         help="For label-image masks: the pixel value of the class (default: any non-zero).",
     )(f)
     f = click.option(
@@ -94,7 +101,11 @@ def annotation_options(f: F) -> F:
         help="QuPath object types to read (repeatable; default: annotations only).",
     )(f)
     f = click.option(
-        "--label", "labels", multiple=True, default=("glomerulus",), show_default=True,
+        "--label",
+        "labels",
+        multiple=True,
+        default=("glomerulus",),
+        show_default=True,
         help="Annotation class to use, case-insensitive (repeatable).",
     )(f)
     return f
@@ -102,5 +113,7 @@ def annotation_options(f: F) -> F:
 
 def run_stage_message(name: str, result: Any) -> None:
     """Report a stage result: where it is and whether it came from the cache."""
-    state = "cached (inputs and parameters unchanged; --force rebuilds)" if result.cached else "built"
+    state = (
+        "cached (inputs and parameters unchanged; --force rebuilds)" if result.cached else "built"
+    )
     click.echo(f"{name}: {result.path} [{state}]")

@@ -194,7 +194,7 @@ def build(
 
 
 def write_table(group: zarr.Group, name: str, columns: Mapping[str, Sequence[Any]]) -> None:
-    """Write a table as a sub-group of equal-length 1-D arrays (strings as variable-length UTF-8)."""
+    """Write a table as a group of equal-length 1-D arrays (strings as variable-length UTF-8)."""
     sub = group.require_group(name)
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
