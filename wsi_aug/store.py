@@ -87,7 +87,7 @@ def stage_fingerprint(path: str | os.PathLike[str]) -> str:
     meta = read_meta(path)
     if not meta or not meta.get("complete"):
         raise StageMissingError(f"{path}: store missing or incomplete")
-    return fingerprint_value([meta.get("key"), meta.get("completed_at")])
+    return fingerprint_value([meta.get("key"), meta.get("completed_ns", meta.get("completed_at"))])
 
 
 def open_stage(path: str | os.PathLike[str], *, stage: str, made_by: str) -> zarr.Group:
