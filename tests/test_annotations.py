@@ -1,0 +1,540 @@
+"""Annotation parsers: every format and version, hand-written in tmp_path, and the real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from shapely.geometry import MultiPolygon, Polygon
+
+from wsi_aug.annotations import (
+    AnnotationReport,
+    AnnotationSet,
+    clean_geometry,
+    read_annotations,
+    summarise,
+)
+from wsi_aug.annotations.geojson import read_geojson
+from wsi_aug.annotations.masks import polygons_from_mask
+from wsi_aug.annotations.model import Annotation, packed_rgb, parse_number
+from wsi_aug.errors import AnnotationError
+
+SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]
+HOLE = [[40, 40], [60, 40], [60, 60], [40, 60], [40, 40]]
+BOWTIE = [[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]
+
+
+def _shift(ring: list[list[float]], dx: float, dy: float = 0) -> list[list[float]]:
+    return [[x + dx, y + dy] for x, y in ring]
+
+
+def _write(path: Path, text: str | dict | list) -> Path:
+    path.write_text(text if isinstance(text, str) else json.dumps(text))
+    return path
+
+
+def _feature(geometry: dict, **props) -> dict:
+    return {"type": "Feature", "geometry": geometry, "properties": props}
+
+
+def _poly(*rings) -> dict:
+    return {"type": "Polygon", "coordinates": list(rings)}
+
+
+# --------------------------------------------------------------------------- QuPath GeoJSON
+
+
+def test_qupath_02_03_object_type_and_packed_colour(tmp_path: Path) -> None:
+    # 0.2: type only in the feature id; 0.3: properties.object_type; both with colorRGB
+    features = [
+        {
+            "type": "Feature",
+            "id": "PathAnnotationObject",
+            "geometry": _poly(SQUARE),
+            "properties": {
+                "classification": {"name": "Glomerulus", "colorRGB": -3670016},
+                "isLocked": False,
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "PathAnnotationObject",
+            "geometry": _poly(_shift(SQUARE, 200)),
+            "properties": {
+                "object_type": "annotation",
+                "classification": {"name": "Tubule", "colorRGB": -16711936},
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "PathDetectionObject",
+            "geometry": _poly(_shift(SQUARE, 400)),
+            "properties": {"classification": {"name": "Glomerulus", "colorRGB": -3670016}},
+        },
+    ]
+    aset = read_annotations(_write(tmp_path / "s.json", features))
+    assert aset.fmt == "QuPath GeoJSON"
+    assert aset.classes() == {"Glomerulus": 1, "Tubule": 1}
+    glom = aset.select(["glomerulus"])[0]
+    assert glom.color == (200, 0, 0)  # -3670016 == 0xFFC80000
+    assert aset.select(["tubule"])[0].color == (0, 255, 0)
+    assert glom.id == "0"  # "PathAnnotationObject" is a type name, not an id
+    assert aset.report.skipped == {"detection": 1}
+    assert "--objects detection" in summarise(aset)
+
+
+def test_qupath_04_feature_collection_color_and_ids(tmp_path: Path) -> None:
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "id": "5c6a3c2e-1f7e-4a49-9a43-1b0b7f6f0a01",
+                "geometry": _poly(SQUARE, HOLE),
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": "Glomerulus", "color": [255, 0, 128]},
+                },
+            },
+            _feature(_poly(_shift(SQUARE, 300)), objectType="detection"),
+            _feature(_poly(_shift(SQUARE, 600)), objectType="cell"),
+            _feature(_poly(_shift(SQUARE, 900)), objectType="tile"),
+        ],
+    }
+    path = _write(tmp_path / "s.geojson", fc)
+    aset = read_annotations(path)
+    assert len(aset) == 1
+    a = aset.annotations[0]
+    assert (a.label, a.color, a.object_type) == ("Glomerulus", (255, 0, 128), "annotation")
+    assert a.id == "5c6a3c2e-1f7e-4a49-9a43-1b0b7f6f0a01"
+    assert a.geometry.area == pytest.approx(100 * 100 - 20 * 20)
+    assert aset.report.skipped == {"detection": 1, "cell": 1, "tile": 1}
+
+    both = read_annotations(path, objects=("annotation", "detection"))
+    assert sorted(x.object_type for x in both.annotations) == ["annotation", "detection"]
+    assert both.report.skipped == {"cell": 1, "tile": 1}
+    only = read_geojson(path, objects=("detections", "cells"))
+    assert sorted(x.object_type for x in only.annotations) == ["cell", "detection"]
+    assert {x.label for x in only.annotations} == {"unclassified"}
+
+
+def test_geojson_single_feature_and_bare_geometry(tmp_path: Path) -> None:
+    one = _feature(_poly(SQUARE), classification={"name": "Glomerulus"}, id="g-7")
+    aset = read_annotations(_write(tmp_path / "one.geojson", one))
+    assert [(a.label, a.id) for a in aset.annotations] == [("Glomerulus", "g-7")]
+
+    bare = read_annotations(_write(tmp_path / "bare.geojson", _poly(SQUARE)))
+    assert [(a.label, a.id) for a in bare.annotations] == [("unclassified", "0")]
+
+    named = _feature(_poly(SQUARE), name="my glom")  # no class: the name stands in
+    assert read_annotations(_write(tmp_path / "n.geojson", named)).annotations[0].label == "my glom"
+
+
+def test_geojson_multipolygon_with_hole(tmp_path: Path) -> None:
+    mp = {"type": "MultiPolygon", "coordinates": [[SQUARE, HOLE], [_shift(SQUARE, 300)]]}
+    aset = read_annotations(_write(tmp_path / "m.geojson", [_feature(mp)]))
+    (a,) = aset.annotations
+    assert isinstance(a.geometry, MultiPolygon)
+    assert len(a.geometry.geoms) == 2
+    assert a.geometry.area == pytest.approx(2 * 100 * 100 - 20 * 20)
+    assert not a.geometry.contains(Polygon(HOLE).centroid)
+
+
+def test_geojson_points_lines_skipped_and_collection_polygons(tmp_path: Path) -> None:
+    feats = [
+        _feature({"type": "Point", "coordinates": [5, 5]}),
+        _feature({"type": "MultiPoint", "coordinates": [[5, 5], [6, 6]]}),
+        _feature({"type": "LineString", "coordinates": [[0, 0], [9, 9]]}),
+        _feature({"type": "MultiLineString", "coordinates": [[[0, 0], [9, 9]]]}),
+        _feature(
+            {
+                "type": "GeometryCollection",
+                "geometries": [{"type": "Point", "coordinates": [1, 1]}, _poly(SQUARE)],
+            }
+        ),
+    ]
+    aset = read_annotations(
+        _write(tmp_path / "p.geojson", {"type": "FeatureCollection", "features": feats})
+    )
+    assert len(aset) == 1 and aset.annotations[0].geometry.area == pytest.approx(10000)
+    assert aset.report.skipped == {"point": 2, "line": 2}
+    text = summarise(aset)
+    assert "skipped 4" in text and "point 2" in text
+
+
+def test_bowtie_repaired_and_degenerate_dropped(tmp_path: Path) -> None:
+    feats = [
+        _feature(_poly(BOWTIE), classification={"name": "G"}),
+        _feature(_poly([[0, 0], [10, 10], [20, 20], [0, 0]]), classification={"name": "G"}),
+        _feature(_poly([[0, 0], [1, 0]]), classification={"name": "G"}),
+        _feature(_poly(SQUARE), classification={"name": "G"}),
+    ]
+    aset = read_annotations(_write(tmp_path / "b.geojson", feats))
+    assert len(aset) == 2
+    assert aset.report.repaired == 1 and aset.report.dropped == 2
+    bowtie = aset.annotations[0].geometry
+    assert bowtie.is_valid and bowtie.area == pytest.approx(5000)  # two triangles
+    assert "Self-intersection" in aset.report.repaired_reasons[0]
+    text = summarise(aset)
+    assert "repaired 1" in text and "dropped 2" in text
+
+
+def test_clean_geometry_directly() -> None:
+    rep = AnnotationReport()
+    assert clean_geometry(Polygon(), rep, "x") is None
+    tiny = Polygon([(0, 0), (0.5, 0), (0, 0.5)])
+    assert clean_geometry(tiny, rep, "y") is None
+    assert rep.dropped == 2 and rep.dropped_reasons[1].startswith("y: degenerate")
+    ok = clean_geometry(Polygon(BOWTIE), rep, "z")
+    assert isinstance(ok, MultiPolygon) and rep.repaired == 1
+
+
+def test_select_error_lists_classes(tmp_path: Path) -> None:
+    feats = [
+        _feature(_poly(_shift(SQUARE, 200 * i)), classification={"name": "Tubule"})
+        for i in range(3)
+    ]
+    feats.append(_feature(_poly(_shift(SQUARE, 0, 500)), classification={"name": "Glomeruli"}))
+    aset = read_annotations(_write(tmp_path / "foo.geojson", feats))
+    with pytest.raises(AnnotationError) as exc:
+        aset.select(["glomerulus"])
+    msg = str(exc.value)
+    assert msg == (
+        "foo.geojson: no object of class 'glomerulus'; classes found: Tubule (3), "
+        "Glomeruli (1); choose with --label"
+    )
+    assert "\n" not in msg
+    assert len(aset.select(["GLOMERULI", "tubule"])) == 4
+    assert len(aset.select([])) == 4
+
+    empty = read_annotations(
+        _write(tmp_path / "pts.geojson", [_feature({"type": "Point", "coordinates": [1, 2]})])
+    )
+    with pytest.raises(AnnotationError, match=r"pts\.geojson: .*skipped 1 point"):
+        empty.select(["glomerulus"])
+
+
+def test_outside_slide() -> None:
+    def ann(x: float, y: float) -> Annotation:
+        return Annotation(Polygon(_shift(SQUARE, x, y)), "g", f"{x},{y}")
+
+    aset = AnnotationSet(Path("a.geojson"), [ann(0, 0), ann(950, 950), ann(1000, 0), ann(-500, 0)])
+    assert [a.id for a in aset.outside(1000, 1000)] == ["1000,0", "-500,0"]
+    assert aset.report.objects == {"g": 4}
+
+
+def test_unparseable_and_unknown_files(tmp_path: Path) -> None:
+    bad = _write(tmp_path / "foo.xml", "<ASAP_Annotations>\n<Annotations>\n</Annotation>\n")
+    with pytest.raises(AnnotationError) as exc:
+        read_annotations(bad)
+    msg = str(exc.value)
+    assert msg.startswith("foo.xml: not valid XML (line 3): mismatched tag")
+    assert "export it again" in msg and "\n" not in msg
+
+    badjson = _write(tmp_path / "foo.geojson", '{"type": "FeatureCollection",\n "features": [}')
+    with pytest.raises(AnnotationError, match=r"^foo\.geojson: not valid JSON \(line 2\)"):
+        read_annotations(badjson)
+    with pytest.raises(AnnotationError, match=r"foo\.json: not GeoJSON"):
+        read_annotations(_write(tmp_path / "foo.json", {"hello": 1}))
+    with pytest.raises(AnnotationError, match="no such annotation file"):
+        read_annotations(tmp_path / "missing.geojson")
+    with pytest.raises(AnnotationError, match=r"other\.txt: unknown annotation format"):
+        read_annotations(_write(tmp_path / "other.txt", "hello"))
+    with pytest.raises(AnnotationError, match="neither ASAP"):
+        read_annotations(_write(tmp_path / "svg.xml", "<svg></svg>"))
+    with pytest.raises(AnnotationError, match="unknown annotation format 'dicom'"):
+        read_annotations(_write(tmp_path / "x.json", "[]"), fmt="dicom")
+    # content sniffing for an odd suffix
+    sniffed = read_annotations(_write(tmp_path / "ann.txt", [_feature(_poly(SQUARE))]))
+    assert len(sniffed) == 1
+
+
+# --------------------------------------------------------------------------- ASAP XML
+
+ASAP = """<?xml version="1.0"?>
+<ASAP_Annotations>
+  <Annotations>
+    <Annotation Name="Annotation 0" Type="Polygon" PartOfGroup="glomerulus" Color="#F4FA58">
+      <Coordinates>
+        <Coordinate Order="2" X="100,5" Y="100" />
+        <Coordinate Order="0" X="0" Y="0" />
+        <Coordinate Order="3" X="0" Y="100" />
+        <Coordinate Order="1" X="100,5" Y="0" />
+      </Coordinates>
+    </Annotation>
+    <Annotation Name="Annotation 1" Type="Spline" PartOfGroup="glomerulus" Color="#F4FA58">
+      <Coordinates>
+        <Coordinate Order="0" X="200" Y="0" />
+        <Coordinate Order="1" X="300" Y="0" />
+        <Coordinate Order="2" X="300" Y="100" />
+        <Coordinate Order="3" X="200" Y="100" />
+      </Coordinates>
+    </Annotation>
+    <Annotation Name="Annotation 2" Type="Rectangle" PartOfGroup="None" Color="#F4FA58">
+      <Coordinates>
+        <Coordinate Order="0" X="400" Y="0" />
+        <Coordinate Order="1" X="450" Y="0" />
+        <Coordinate Order="2" X="450" Y="20" />
+        <Coordinate Order="3" X="400" Y="20" />
+      </Coordinates>
+    </Annotation>
+    <Annotation Name="Annotation 3" Type="Dot" PartOfGroup="glomerulus" Color="#F4FA58">
+      <Coordinates><Coordinate Order="0" X="5" Y="5" /></Coordinates>
+    </Annotation>
+    <Annotation Name="Annotation 4" Type="PointSet" PartOfGroup="glomerulus" Color="#F4FA58">
+      <Coordinates>
+        <Coordinate Order="0" X="5" Y="5" /><Coordinate Order="1" X="6" Y="6" />
+      </Coordinates>
+    </Annotation>
+  </Annotations>
+  <AnnotationGroups>
+    <Group Name="glomerulus" PartOfGroup="None" Color="#00ff00"><Attributes /></Group>
+  </AnnotationGroups>
+</ASAP_Annotations>
+"""
+
+
+def test_asap(tmp_path: Path) -> None:
+    aset = read_annotations(_write(tmp_path / "slide.xml", ASAP))
+    assert aset.fmt == "ASAP XML"
+    assert aset.classes() == {"glomerulus": 2, "unclassified": 1}
+    first = aset.annotations[0]
+    assert first.geometry.is_valid  # vertices sorted by Order: a square, not a bow-tie
+    assert first.geometry.area == pytest.approx(100.5 * 100)  # decimal comma read
+    assert first.color == (0xF4, 0xFA, 0x58) and first.id == "Annotation 0"
+    assert aset.annotations[1].geometry.area == pytest.approx(10000)
+    assert aset.annotations[2].geometry.area == pytest.approx(1000)
+    assert aset.report.skipped == {"dot": 1, "pointset": 1}
+    assert aset.report.repaired == 0
+
+
+# --------------------------------------------------------------------------- ImageScope XML
+
+IMAGESCOPE = """<?xml version="1.0" encoding="utf-8"?>
+<Annotations MicronsPerPixel="0.252000">
+  <Annotation Id="1" Name="Glomerulus" ReadOnly="0" Type="4" LineColor="255" Visible="1">
+    <Attributes><Attribute Name="Description" Id="0" Value=""/></Attributes>
+    <Regions>
+      <RegionAttributeHeaders/>
+      <Region Id="1" Type="0" NegativeROA="0">
+        <Attributes/>
+        <Vertices>
+          <Vertex X="0" Y="0" Z="0"/><Vertex X="100" Y="0" Z="0"/>
+          <Vertex X="100" Y="100" Z="0"/><Vertex X="0" Y="100" Z="0"/>
+        </Vertices>
+      </Region>
+      <Region Id="2" Type="0" NegativeROA="1">
+        <Vertices>
+          <Vertex X="40" Y="40"/><Vertex X="60" Y="40"/>
+          <Vertex X="60" Y="60"/><Vertex X="40" Y="60"/>
+        </Vertices>
+      </Region>
+      <Region Id="3" Type="1" NegativeROA="0">
+        <Vertices>
+          <Vertex X="200" Y="0"/><Vertex X="300" Y="0"/>
+          <Vertex X="300" Y="50"/><Vertex X="200" Y="50"/>
+        </Vertices>
+      </Region>
+      <Region Id="4" Type="2" NegativeROA="0">
+        <Vertices><Vertex X="400" Y="0"/><Vertex X="500" Y="100"/></Vertices>
+      </Region>
+      <Region Id="5" Type="4" NegativeROA="0">
+        <Vertices><Vertex X="0" Y="0"/><Vertex X="50" Y="50"/></Vertices>
+      </Region>
+    </Regions>
+  </Annotation>
+  <Annotation Id="2" Name="" LineColor="65280">
+    <Attributes><Attribute Name="Tubule" Id="0" Value=""/></Attributes>
+    <Regions>
+      <Region Id="1" Type="0"><Vertices>
+        <Vertex X="0" Y="500"/><Vertex X="10" Y="500"/><Vertex X="10" Y="510"/>
+      </Vertices></Region>
+    </Regions>
+  </Annotation>
+  <Annotation Id="3" LineColor="16711680">
+    <Regions>
+      <Region Id="1" Type="0"><Vertices>
+        <Vertex X="0" Y="700"/><Vertex X="10" Y="700"/><Vertex X="10" Y="710"/>
+      </Vertices></Region>
+      <Region Id="2" Type="3"><Vertices><Vertex X="0" Y="0"/><Vertex X="5" Y="5"/></Vertices>
+      </Region>
+    </Regions>
+  </Annotation>
+</Annotations>
+"""
+
+
+def test_imagescope_negative_region_is_a_hole(tmp_path: Path) -> None:
+    aset = read_annotations(_write(tmp_path / "slide.xml", IMAGESCOPE))
+    assert aset.fmt == "Aperio ImageScope XML"
+    assert aset.classes() == {"Glomerulus": 3, "Layer 3": 1, "Tubule": 1}
+    glom = aset.select(["glomerulus"])
+    holed = glom[0].geometry
+    assert isinstance(holed, Polygon) and len(holed.interiors) == 1
+    assert holed.area == pytest.approx(10000 - 400)
+    assert glom[0].color == (255, 0, 0)  # COLORREF 255 is red
+    assert glom[1].geometry.area == pytest.approx(5000)
+    assert glom[2].geometry.area == pytest.approx(np.pi * 50 * 50, rel=0.01)  # ellipse
+    assert aset.select(["tubule"])[0].color == (0, 255, 0)
+    assert aset.select(["layer 3"])[0].color == (0, 0, 255)
+    assert aset.report.skipped == {"ruler": 1, "arrow": 1}
+
+
+# --------------------------------------------------------------------------- LabelMe JSON
+
+
+def test_labelme_shapes(tmp_path: Path) -> None:
+    data = {
+        "version": "5.2.1",
+        "flags": {},
+        "shapes": [
+            {
+                "label": "Glomeruli",
+                "points": SQUARE[:4],
+                "shape_type": "polygon",
+                "group_id": None,
+                "flags": {},
+            },
+            {"label": "Glomeruli", "points": [[300, 100], [200, 0]], "shape_type": "rectangle"},
+            {"label": "Glomeruli", "points": [[500, 50], [530, 90]], "shape_type": "circle"},
+            {"label": "Glomeruli", "points": [[5, 5]], "shape_type": "point"},
+            {"label": "Glomeruli", "points": [[5, 5], [9, 9]], "shape_type": "line"},
+            {"label": "Glomeruli", "points": [[5, 5], [9, 9], [3, 1]], "shape_type": "linestrip"},
+            {"label": "vessel", "points": BOWTIE[:4], "shape_type": None},
+        ],
+        "imagePath": "x.jpg",
+        "imageData": "bm90IGFuIGltYWdl",
+        "imageHeight": 1200,
+        "imageWidth": 1600,
+    }
+    aset = read_annotations(_write(tmp_path / "x.json", data))
+    assert aset.fmt == "LabelMe JSON"
+    assert aset.classes() == {"Glomeruli": 3, "vessel": 1}
+    areas = [a.geometry.area for a in aset.annotations]
+    assert areas[0] == pytest.approx(10000)
+    assert areas[1] == pytest.approx(10000)
+    assert areas[2] == pytest.approx(np.pi * 50**2, rel=0.01)  # radius 50
+    assert aset.report.skipped == {"point": 1, "line": 1, "linestrip": 1}
+    assert aset.report.repaired == 1
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def _png(path: Path, arr: np.ndarray) -> Path:
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_binary_mask_and_ring_with_hole(tmp_path: Path) -> None:
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(xx - 100, yy - 100)
+    ring = ((r <= 60) & (r > 25)).astype(np.uint8) * 255
+    ring[10:20, 170:190] = 255  # a second component
+    aset = read_annotations(_png(tmp_path / "ring.png", ring), label="glomerulus")
+    assert aset.fmt == "mask image"
+    assert aset.classes() == {"glomerulus": 2}
+    big = max(aset.annotations, key=lambda a: a.geometry.area).geometry
+    assert isinstance(big, Polygon) and len(big.interiors) == 1
+    assert big.area == pytest.approx(((r <= 60) & (r > 25)).sum())
+    assert not big.contains(Polygon([(99, 99), (101, 99), (101, 101)]))  # the hole is a hole
+    total = sum(a.geometry.area for a in aset.annotations)
+    assert total == pytest.approx((ring > 0).sum())
+
+    scaled = read_annotations(tmp_path / "ring.png", scale=4, min_area=16 * 250)
+    assert len(scaled) == 1  # the 200 px square (3200 level-0 px²) is below min_area
+    assert scaled.annotations[0].geometry.area == pytest.approx(16 * big.area)
+
+
+def test_label_mask_values(tmp_path: Path) -> None:
+    lab = np.zeros((60, 60), np.uint8)
+    lab[5:15, 5:15] = 1
+    lab[30:50, 30:50] = 2
+    path = _png(tmp_path / "lab.png", lab)
+    assert len(read_annotations(path)) == 2
+    two = read_annotations(path, mask_value=2)
+    assert [a.geometry.area for a in two.annotations] == [400]
+    assert two.annotations[0].geometry.bounds == (30, 30, 50, 50)
+
+
+def test_rgb_mask_channel(tmp_path: Path) -> None:
+    rgb = np.zeros((50, 50, 3), np.uint8)
+    rgb[0:10, 0:10, 0] = 255
+    rgb[20:40, 20:40, 1] = 255
+    path = _png(tmp_path / "rgb.png", rgb)
+    assert [a.geometry.area for a in read_annotations(path, mask_channel=0).annotations] == [100]
+    assert [a.geometry.area for a in read_annotations(path, mask_channel=1).annotations] == [400]
+    assert len(read_annotations(path)) == 2  # any channel
+    with pytest.raises(AnnotationError, match=r"rgb\.png: --mask-channel 5"):
+        read_annotations(path, mask_channel=5)
+
+
+def test_mask_diagonal_and_empty() -> None:
+    fg = np.zeros((10, 10), bool)
+    fg[2, 2] = fg[3, 3] = True  # 8-connected: one object of two squares touching at a corner
+    (geom,) = polygons_from_mask(fg)
+    assert geom.area == 2 and geom.is_valid
+    assert polygons_from_mask(np.zeros((5, 5), bool)) == []
+
+
+def test_unreadable_mask(tmp_path: Path) -> None:
+    with pytest.raises(AnnotationError, match=r"broken\.png: not a readable mask image"):
+        read_annotations(_write(tmp_path / "broken.png", "not a png"))
+
+
+def test_helpers() -> None:
+    assert parse_number("1234,5") == 1234.5
+    assert parse_number(" 7 ") == 7.0
+    with pytest.raises(ValueError):
+        parse_number(None)
+    assert packed_rgb(-16777216) == (0, 0, 0)
+    assert packed_rgb(0xFF8040) == (255, 128, 64)
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.mark.shared_data
+def test_hubmap_labelme_files(shared_data: Path) -> None:
+    files = sorted((shared_data / "hubmap-pas-tiles").glob("*.json"))
+    assert len(files) == 110
+    total = 0
+    for f in files:
+        aset = read_annotations(f)
+        assert aset.fmt == "LabelMe JSON"
+        assert set(aset.classes()) == {"Glomeruli"}, f.name
+        total += len(aset.select(["glomeruli"]))
+    assert total == 455
+
+
+@pytest.mark.shared_data
+def test_aidpath_masks(shared_data: Path) -> None:
+    files = sorted((shared_data / "aidpath-pas-tiles" / "masks").glob("*.png"))
+    assert len(files) == 16
+    for f in files:
+        aset = read_annotations(f, mask_channel=0, label="glomerulus")
+        pixels = int((np.asarray(Image.open(f))[..., 0] > 0).sum())
+        area = sum(a.geometry.area for a in aset.annotations)
+        assert len(aset) >= 1, f.name
+        assert abs(area - pixels) <= 0.02 * pixels, f.name
+        assert all(a.geometry.is_valid for a in aset.annotations)
+
+
+def test_tiff_and_jpeg_masks(tmp_path: Path) -> None:
+    import tifffile
+
+    lab = np.zeros((64, 64), np.uint16)
+    lab[8:24, 8:24] = 300
+    lab[40:60, 40:60] = 7
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    aset = read_annotations(tmp_path / "lab.tif", mask_value=300, label="glomerulus")
+    assert [(a.label, a.geometry.area) for a in aset.annotations] == [("glomerulus", 256)]
+
+    binary = np.zeros((64, 64), np.uint8)
+    binary[16:48, 16:48] = 255
+    Image.fromarray(binary).save(tmp_path / "m.jpg", quality=70)
+    (a,) = read_annotations(tmp_path / "m.jpg").annotations  # JPEG ringing is not foreground
+    assert a.geometry.area == pytest.approx(32 * 32, rel=0.05)
