@@ -32,3 +32,25 @@ def tiny_work(tmp_path_factory: pytest.TempPathFactory):
     from tests.factories import make_tiny_work
 
     return make_tiny_work(tmp_path_factory.mktemp("tiny-work"))
+
+
+@pytest.fixture(scope="session")
+def phantom_slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three small phantom slides (1536 px square, 0.5 µm/px) with GeoJSON beside."""
+    from wsi_aug.phantom import make_phantom_dataset
+
+    out = tmp_path_factory.mktemp("phantom")
+    make_phantom_dataset(out, slides=3, seed=0, width=1536, height=1536, mpp=0.5)
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_work(phantom_slides: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A work folder with patches (64 px at 2 µm/px, with negatives) from the phantom slides."""
+    from wsi_aug.extract import ExtractParams, extract
+    from wsi_aug.store import WorkDir
+
+    work = tmp_path_factory.mktemp("phantom-work")
+    params = ExtractParams(size=64, mpp=2.0, negatives=3, split=(0.34, 0.33, 0.33), seed=0)
+    extract([phantom_slides], work, params=params, progress=False)
+    return WorkDir(work)
