@@ -1,0 +1,191 @@
+"""eval-seg: the real/synthetic draw, a tiny sweep, its cache, its errors and its command."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsi_aug import store
+from wsi_aug.errors import StageMissingError, WsiAugError
+from wsi_aug.eval_seg import draw_training_indices, eval_seg, parse_ratios
+from wsi_aug.store import WorkDir
+
+TINY = {"epochs": 1, "width": 1 / 16, "device": "cpu", "progress": False}
+
+
+def make_fake_synthetic(work: WorkDir, n: int = 12, seed: int = 0, constant: bool = False) -> None:
+    """A synthetic.zarr of noisy copies of train patches (or one image repeated), no GAN needed."""
+    g = store.open_stage(work.patches, stage="extract", made_by="test")
+    table = store.read_table(g, "table")
+    train = np.flatnonzero(table["split"] == "train")
+    rng = np.random.default_rng(seed)
+    src = train[rng.integers(0, len(train), n)]
+    images = g["images"][:][src].astype(np.int16)
+    images = np.clip(images + rng.integers(-10, 11, images.shape), 0, 255).astype(np.uint8)
+    if constant:
+        images[:] = images[0]
+    masks = g["masks"][:][src]
+    maps = store.open_stage(work.structure, stage="structure", made_by="test")["maps"][:][src]
+    params = {"n": n, "seed": seed, "constant": constant, "fake": True}
+    inputs = {"patches": store.stage_fingerprint(work.patches)}
+    with store.build(work.synthetic, stage="synthetic", params=params, inputs=inputs) as out:
+        store.create_stack(out, "images", images.shape)[:] = images
+        store.create_stack(out, "masks", masks.shape)[:] = masks
+        store.create_stack(out, "structure", maps.shape)[:] = maps
+        store.write_table(out, "provenance", {
+            "source_index": src,
+            "source": ["train"] * n,
+            "transform": ["noise"] * n,
+            "seed": np.full(n, seed),
+            "checkpoint": ["none"] * n,
+        })
+
+
+def copy_work(src: WorkDir, dst: Path) -> WorkDir:
+    """A private copy of a work folder's patches and structure stores (nothing else), so tests
+    that add stores neither leak into the shared fixture nor see what others added to it."""
+    work = WorkDir(dst)
+    dst.mkdir(parents=True)
+    shutil.copytree(src.patches, work.patches)
+    shutil.copytree(src.structure, work.structure)
+    return work
+
+
+@pytest.fixture(scope="module")
+def seg_work(tiny_work: WorkDir, tmp_path_factory: pytest.TempPathFactory) -> WorkDir:
+    work = copy_work(tiny_work, tmp_path_factory.mktemp("eval-seg") / "work")
+    make_fake_synthetic(work)
+    return work
+
+
+# --- the draw -----------------------------------------------------------------------------------
+
+
+def test_ratio_zero_draws_no_synthetic_sample() -> None:
+    draw = draw_training_indices(10, 50, 0.0, 40, np.random.default_rng(0))
+    assert len(draw) == 40 and {s for s, _ in draw} == {"real"}
+    counts = Counter(i for _, i in draw)
+    assert set(counts) == set(range(10)) and set(counts.values()) == {4}  # whole passes
+
+
+def test_ratio_one_draws_no_real_sample() -> None:
+    draw = draw_training_indices(10, 7, 1.0, 20, np.random.default_rng(0))
+    assert {s for s, _ in draw} == {"synthetic"}
+    assert max(i for _, i in draw) < 7
+    assert draw_training_indices(0, 7, 1.0, 5, np.random.default_rng(0))  # no real needed
+
+
+def test_ratio_half_mixes_exactly_and_shuffles() -> None:
+    draw = draw_training_indices(10, 10, 0.5, 20, np.random.default_rng(0))
+    sources = [s for s, _ in draw]
+    assert sources.count("synthetic") == 10
+    assert sources != sorted(sources)
+
+
+def test_draw_errors() -> None:
+    with pytest.raises(ValueError, match="synthetic"):
+        draw_training_indices(10, 0, 0.5, 10, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="real"):
+        draw_training_indices(0, 10, 0.5, 10, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        draw_training_indices(10, 10, 1.5, 10, np.random.default_rng(0))
+
+
+def test_parse_ratios() -> None:
+    assert parse_ratios(["0,0.5,1", "0.5", 0.25]) == [0.0, 0.5, 1.0, 0.25]
+    with pytest.raises(WsiAugError, match="--synthetic-ratio"):
+        parse_ratios(["1.5"])
+    with pytest.raises(WsiAugError, match="--synthetic-ratio"):
+        parse_ratios(["half"])
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+def test_tiny_sweep_writes_results_and_is_cached(seg_work: WorkDir) -> None:
+    res = eval_seg(seg_work.root, synthetic_ratios=[0.0, 1.0], seeds=2, **TINY)
+    out = seg_work.eval_seg
+    for name in ("results.csv", "results.md", "dice.png", "results_per_seed.csv"):
+        assert (out / name).is_file(), name
+    assert not res.cached and len(res.stores) == 2 and len(res.per_seed) == 4
+    by_ratio = {r["synthetic_ratio"]: r for r in res.rows}
+    assert by_ratio[0.0]["n_synthetic"] == 0 and by_ratio[0.0]["n_real"] > 0
+    assert by_ratio[1.0]["n_real"] == 0 and by_ratio[1.0]["n_synthetic"] == 12
+    for r in res.rows:
+        assert 0.0 <= r["dice_mean"] <= 1.0 and r["dice_std"] >= 0.0
+    lines = (out / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("synthetic_ratio,") and len(lines) == 3
+    assert "Dice (pooled)" in (out / "results.md").read_text()
+    for s in res.stores:  # per-configuration stores with their own copies
+        assert s.path.parent == out and s.path.suffix == ".zarr"
+        assert store.is_complete(s.path)
+        assert (s.path / "results.csv").is_file() and (s.path / "dice.png").is_file()
+        assert store.read_meta(s.path)["stage"] == "eval-seg"
+
+    again = eval_seg(seg_work.root, synthetic_ratios=[0.0, 1.0], seeds=2, **TINY)
+    assert again.cached and again.rows == res.rows
+    # A sweep that adds a ratio trains only the new configuration.
+    wider = eval_seg(seg_work.root, synthetic_ratios=["0", "0.5"], seeds=2, **TINY)
+    assert [s.cached for s in wider.stores] == [True, False]
+    assert [r["synthetic_ratio"] for r in wider.rows] == [0.0, 0.5]
+
+
+def test_real_fraction_keeps_part_of_the_train_split(seg_work: WorkDir) -> None:
+    res = eval_seg(seg_work.root, synthetic_ratios=[0.0], seeds=1, real_fraction=0.5, **TINY)
+    full = int(np.sum(store.read_table(store.open_stage(
+        seg_work.patches, stage="extract", made_by="test"), "table")["split"] == "train"))
+    assert res.rows[0]["n_real"] == round(full / 2)
+
+
+def test_missing_synthetic_store_names_synthesize(tiny_work: WorkDir, tmp_path: Path) -> None:
+    work = copy_work(tiny_work, tmp_path / "work")
+    with pytest.raises(StageMissingError, match="wsi-aug synthesize"):
+        eval_seg(work.root, synthetic_ratios=[0.5], **TINY)
+
+
+def test_no_test_patches_names_split(tiny_work: WorkDir, tmp_path: Path) -> None:
+    work = WorkDir(tmp_path / "work")
+    g = store.open_stage(tiny_work.patches, stage="extract", made_by="test")
+    table = store.read_table(g, "table")
+    table["split"] = np.where(table["split"] == "test", "val", table["split"])
+    with store.build(work.patches, stage="extract", params={"no_test": True}, inputs={}) as out:
+        store.create_stack(out, "images", g["images"].shape)[:] = g["images"][:]
+        store.create_stack(out, "masks", g["masks"].shape)[:] = g["masks"][:]
+        store.write_table(out, "table", table)
+    with pytest.raises(WsiAugError, match="--split"):
+        eval_seg(work.root, synthetic_ratios=[0.0], **TINY)
+
+
+def test_cli_prints_the_table(
+    seg_work: WorkDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wsi_aug.cli import main
+
+    main([
+        "eval-seg", "--work", str(seg_work.root), "--synthetic-ratio", "0,1", "--seeds", "2",
+        "--epochs", "1", "--width", "0.0625", "--device", "cpu",
+    ])
+    out = capsys.readouterr().out
+    assert "| synthetic ratio |" in out and "eval-seg:" in out
+
+
+def test_cli_error_is_one_line(
+    tiny_work: WorkDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wsi_aug.cli import main
+
+    work = copy_work(tiny_work, tmp_path / "work")
+    with pytest.raises(SystemExit) as exc:
+        main(["eval-seg", "--work", str(work.root), "--synthetic-ratio", "0.5", "--device", "cpu"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "wsi-aug synthesize" in err and len(err.splitlines()) == 1
+
+
+def test_valid_padding_on_small_patches_names_the_fix(seg_work: WorkDir) -> None:
+    with pytest.raises(WsiAugError, match="--padding same"):
+        eval_seg(seg_work.root, synthetic_ratios=[0.0], padding="valid", **TINY)

@@ -1,0 +1,154 @@
+"""Segmentation and image-set metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wsi_aug import metrics as M
+
+
+def square(size: int, top: int, left: int, side: int) -> np.ndarray:
+    m = np.zeros((size, size), np.uint8)
+    m[top : top + side, left : left + side] = 1
+    return m
+
+
+def test_both_empty_scores_one() -> None:
+    e = np.zeros((2, 8, 8), np.uint8)
+    assert M.dice(e, e) == 1.0
+    assert M.iou(e, e) == 1.0
+    assert M.mean_dice(e, e) == 1.0
+    s = M.object_scores(e, e)
+    assert (s.tp, s.fp, s.fn) == (0, 0, 0)
+    assert s.precision == s.recall == s.f1 == 1.0
+
+
+def test_perfect_and_disjoint() -> None:
+    a = square(10, 1, 1, 3)
+    b = square(10, 6, 6, 3)
+    assert M.dice(a, a) == M.iou(a, a) == 1.0
+    assert M.object_scores(a, a).f1 == 1.0
+    assert M.dice(a, b) == M.iou(a, b) == 0.0
+    s = M.object_scores(a, b)
+    assert (s.tp, s.fp, s.fn) == (0, 1, 1)
+    assert s.precision == s.recall == s.f1 == 0.0
+
+
+def test_partial_overlap() -> None:
+    t = square(8, 0, 0, 2)  # 4 px
+    p = square(8, 0, 1, 2)  # 4 px, 2 shared
+    assert M.dice(p, t) == pytest.approx(2 * 2 / 8)
+    assert M.iou(p, t) == pytest.approx(2 / 6)
+    # IoU 1/3 < 0.5: the objects do not match.
+    assert (M.object_scores(p, t).tp, M.object_scores(p, t).fp) == (0, 1)
+
+
+def test_two_objects_one_missed() -> None:
+    a = square(12, 1, 1, 3)
+    b = square(12, 7, 7, 3)
+    target = a | b
+    pred = a
+    assert M.dice(pred, target) == pytest.approx(2 * 9 / (9 + 18))
+    assert M.iou(pred, target) == pytest.approx(0.5)
+    s = M.object_scores(pred, target)
+    assert (s.tp, s.fp, s.fn) == (1, 0, 1)
+    assert s.precision == 1.0
+    assert s.recall == 0.5
+    assert s.f1 == pytest.approx(2 / 3)
+
+
+def test_one_prediction_covering_two_objects_matches_none() -> None:
+    target = square(12, 2, 2, 3) | square(12, 2, 7, 3)
+    pred = square(12, 1, 1, 10)  # IoU 9/100 with each
+    s = M.object_scores(pred, target)
+    assert (s.tp, s.fp, s.fn) == (0, 1, 2)
+
+
+def test_matching_is_one_to_one() -> None:
+    target = square(12, 2, 2, 4)
+    pred = np.zeros_like(target)
+    pred[2:6, 2:4] = 1  # left half: IoU 0.5
+    pred[2:6, 5:6] = 1  # a separate sliver (not 8-connected to the first)
+    s = M.object_scores(pred, target)
+    assert (s.tp, s.fp, s.fn) == (1, 1, 0)
+
+
+def test_mean_dice_differs_from_pooled() -> None:
+    a = square(8, 0, 0, 2)
+    b = square(8, 4, 4, 4)
+    e = np.zeros_like(a)
+    pred = np.stack([e, a, a])
+    target = np.stack([e, a, b])
+    assert list(M.dice_per_patch(pred, target)) == [1.0, 1.0, 0.0]
+    assert M.mean_dice(pred, target) == pytest.approx(2 / 3)
+    assert M.dice(pred, target) == pytest.approx(2 * 4 / (8 + 4 + 16))
+    assert M.segmentation_metrics(pred, target)["obj_f1"] == pytest.approx(2 * 1 / (2 + 1 + 1))
+
+
+def test_shape_mismatch_raises() -> None:
+    with pytest.raises(ValueError):
+        M.dice(np.zeros((4, 4)), np.zeros((4, 5)))
+
+
+def test_ms_ssim() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)
+    assert np.allclose(M.ms_ssim(a, a), 1.0)
+    noisy = np.clip(a + rng.normal(0, 40, a.shape), 0, 255)
+    other = rng.integers(0, 256, a.shape)
+    s_noisy, s_other = M.ms_ssim(a, noisy), M.ms_ssim(a, other)
+    assert np.all(s_noisy < 1) and np.all(s_other < s_noisy)
+    const = np.full((2, 32, 32, 3), 128, np.uint8)
+    assert np.allclose(M.ms_ssim(const, const), 1.0)
+
+
+def test_ms_ssim_single_scale_matches_skimage() -> None:
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (1, 48, 48, 3)).astype(np.float64)
+    b = np.clip(a + rng.normal(0, 25, a.shape), 0, 255)
+    ref = structural_similarity(
+        a[0], b[0], channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False,
+    )
+    assert M.ms_ssim(a, b, scales=1)[0] == pytest.approx(ref, abs=1e-4)
+
+
+def test_random_pairs_respect_groups() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    pairs = M.random_pairs(6, 100, rng, groups)
+    assert len(pairs) == 12  # 15 pairs minus the 3 within a group
+    assert np.all(groups[pairs[:, 0]] != groups[pairs[:, 1]])
+    big = M.random_pairs(1000, 50, rng)
+    assert len(big) == 50 and np.all(big[:, 0] < big[:, 1])
+
+
+def test_diversity_of_identical_images_is_zero() -> None:
+    img = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3)).astype(np.uint8)
+    d = M.diversity(np.repeat(img, 5, axis=0), n_pairs=10, rng=np.random.default_rng(0))
+    assert d["l1"] == 0.0 and d["ms_ssim_div"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_wasserstein_and_colour_distance() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(50, 150, 10_000)
+    assert M.wasserstein_1d_hist(a, a + 20, 0, 255) == pytest.approx(20, abs=1.5)
+    imgs = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    same = M.colour_distance(imgs, imgs, rng=rng)
+    shifted = M.colour_distance(imgs, np.clip(imgs.astype(int) - 40, 0, 255).astype(np.uint8),
+                                rng=rng)
+    assert same["rgb_emd"] == pytest.approx(0, abs=1e-9)
+    assert shifted["rgb_emd"] > 20 and shifted["he_emd"] > same["he_emd"]
+
+
+def test_frechet_distance() -> None:
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(200, 4))
+    assert M.frechet_distance(f, f) == pytest.approx(0, abs=1e-6)
+    assert M.frechet_distance(f, f + 1.0) == pytest.approx(4.0, rel=1e-6)  # |mean shift|^2
+    # more dimensions than samples: still finite
+    g = rng.normal(size=(5, 16))
+    assert np.isfinite(M.frechet_distance(g, g + 0.1))
