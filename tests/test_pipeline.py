@@ -1,0 +1,74 @@
+"""The pipeline runner: stages in order, cached stages skipped, changed parameters rebuilt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsi_aug.errors import WsiAugError
+from wsi_aug.pipeline import load_pipeline, run_pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config(slides: Path, min_size: int = 0) -> dict:
+    return {
+        "extract": {"inputs": [str(slides)], "size": 32, "mpp": 4.0, "negatives": 1},
+        "structure": {"method": "otsu", "min_size": min_size},
+    }
+
+
+def test_runner_skips_cached_and_reruns_changed_stage(phantom_slides, tmp_path):
+    first = run_pipeline(_config(phantom_slides), work=tmp_path, progress=False)
+    assert [(r.name, r.cached) for r in first] == [("extract", False), ("structure", False)]
+    again = run_pipeline(_config(phantom_slides), work=tmp_path, progress=False)
+    assert [r.cached for r in again] == [True, True]
+    changed = run_pipeline(_config(phantom_slides, min_size=5), work=tmp_path, progress=False)
+    assert [(r.name, r.cached) for r in changed] == [("extract", True), ("structure", False)]
+    forced = run_pipeline(
+        _config(phantom_slides), work=tmp_path, force=True, progress=False, only=("extract",)
+    )
+    assert [(r.name, r.cached) for r in forced] == [("extract", False)]
+    after = run_pipeline(_config(phantom_slides), work=tmp_path, progress=False)
+    assert [r.cached for r in after] == [True, False]  # its input was rebuilt
+
+
+def test_unknown_key_and_stage_are_user_errors(phantom_slides, tmp_path):
+    cfg = _config(phantom_slides)
+    cfg["structure"]["colour"] = "red"
+    with pytest.raises(WsiAugError, match=r"\[structure\].*colour"):
+        run_pipeline(cfg, work=tmp_path, progress=False)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepochs = 1\n")
+    with pytest.raises(WsiAugError, match="unknown stage"):
+        load_pipeline(bad)
+    bad.write_text("[extract\n")
+    with pytest.raises(WsiAugError, match="cannot parse"):
+        load_pipeline(bad)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.*ml")), ids=lambda p: p.name)
+def test_shipped_pipelines_parse_and_name_known_keys(path):
+    import inspect
+
+    from wsi_aug import pipeline
+
+    config = load_pipeline(path)
+    assert any(k in config for k in pipeline.STAGES)
+    targets = {
+        "structure": "wsi_aug.structure:build_structure",
+        "train-gan": "wsi_aug.gan.train:train_gan",
+        "synthesize": "wsi_aug.synthesize:synthesize",
+        "eval-seg": "wsi_aug.eval_seg:eval_seg",
+        "eval-gan": "wsi_aug.eval_gan:eval_gan",
+    }
+    import importlib
+
+    for stage, target in targets.items():
+        if stage not in config:
+            continue
+        module, attr = target.split(":")
+        params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+        unknown = set(config[stage]) - set(params)
+        assert not unknown, f"{path.name} [{stage}]: {unknown}"
