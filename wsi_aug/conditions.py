@@ -1,0 +1,185 @@
+"""Where the conditions of synthetic patches come from: the real train conditions, or new ones.
+
+A condition is a glomerulus mask and a binary structure map of one patch. Sources:
+
+``real``
+    The train split's positive conditions as they are, cycling through them in order.
+``augment``
+    For each sample, a random train condition whose mask and structure map get JOINTLY the same
+    random flip, 90° rotation, smooth elastic deformation and small scaling, then are re-binarised,
+    so every condition is new (and still a plausible glomerulus with its surroundings).
+
+Every sample's transform is drawn from its own generator, seeded from (run seed, sample index), so a
+sample does not depend on the batch size and its `Condition.transform` string and `seed` say how to
+make it again. The deformation is applied to whole batches with `grid_sample` (on the GPU when
+synthesis runs there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from wsi_aug.errors import WsiAugError
+
+SOURCES = ("augment", "real")
+_COARSE = 32  # resolution of the random displacement field before its upsampling
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """A batch of conditions: masks and structure maps (B,S,S) uint8 {0,1}, and their provenance."""
+
+    masks: np.ndarray
+    structure: np.ndarray
+    source_index: np.ndarray  # rows in patches.zarr
+    transform: list[str]
+    seed: np.ndarray  # the generator seed of each sample's transform
+
+
+def load_train_conditions(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks, structure maps, rows) of the train split's positive patches: the GAN's conditions."""
+    from wsi_aug.gan.data import open_inputs, select_rows
+
+    patches, structure = open_inputs(work)
+    rows = select_rows(work, "train", positive=True)
+    if len(rows) == 0:
+        raise WsiAugError(f"{Path(work) / 'patches.zarr'}: no positive train patch to take "
+                          "conditions from; extract glomeruli with `wsi-aug extract`")
+    sel = (rows,)
+    masks = (np.asarray(patches["masks"].get_orthogonal_selection(sel)) > 0).astype(np.uint8)
+    maps = (np.asarray(structure["maps"].get_orthogonal_selection(sel)) > 0).astype(np.uint8)
+    return masks, maps, rows
+
+
+def sample_seed(seed: int, i: int) -> int:
+    """The seed of sample i's own generator (63 bits, from the run seed and the index)."""
+    state = np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+class ConditionSource:
+    """Base class: conditions drawn from the given masks and maps, indexed by sample number."""
+
+    name = "base"
+
+    def __init__(
+        self, masks: np.ndarray, maps: np.ndarray, rows: np.ndarray, seed: int = 0
+    ) -> None:
+        if len(masks) == 0 or len(masks) != len(maps) or len(masks) != len(rows):
+            raise WsiAugError("condition source: need equally many masks, maps and rows (>= 1)")
+        self.masks = masks
+        self.maps = maps
+        self.rows = np.asarray(rows)
+        self.seed = seed
+
+    @property
+    def size(self) -> int:
+        return int(self.masks.shape[-1])
+
+    def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
+        """The conditions of samples start .. start+count-1."""
+        raise NotImplementedError
+
+
+class RealConditions(ConditionSource):
+    """The train conditions as they are, cycling."""
+
+    name = "real"
+
+    def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
+        idx = np.arange(start, start + count) % len(self.masks)
+        return Conditions(
+            masks=self.masks[idx].copy(), structure=self.maps[idx].copy(),
+            source_index=self.rows[idx].astype(np.int64), transform=["identity"] * count,
+            seed=np.full(count, self.seed, np.int64),
+        )
+
+
+class AugmentedConditions(ConditionSource):
+    """New conditions: flip, 90° rotation, elastic deformation and scaling, applied jointly.
+
+    ``alpha``: the largest displacement as a fraction of the size; ``sigma``: the smoothness of
+    the displacement field (Gaussian sigma, fraction of the size); ``scale``: the zoom factor range.
+    """
+
+    name = "augment"
+
+    def __init__(
+        self,
+        masks: np.ndarray,
+        maps: np.ndarray,
+        rows: np.ndarray,
+        seed: int = 0,
+        *,
+        alpha: tuple[float, float] = (0.02, 0.06),
+        sigma: tuple[float, float] = (0.04, 0.10),
+        scale: tuple[float, float] = (0.9, 1.1),
+    ) -> None:
+        super().__init__(masks, maps, rows, seed)
+        self.alpha = alpha
+        self.sigma = sigma
+        self.scale = scale
+
+    def _plan(self, i: int) -> tuple[int, bool, int, float, float, float, np.ndarray, int]:
+        """Sample i's random choices: source, flip, rotation, alpha, sigma, scale, coarse field."""
+        s = sample_seed(self.seed, i)
+        rng = np.random.default_rng(s)
+        j = int(rng.integers(len(self.masks)))
+        flip = bool(rng.random() < 0.5)
+        k = int(rng.integers(4))
+        size = self.size
+        alpha = float(rng.uniform(*self.alpha)) * size
+        sigma = float(rng.uniform(*self.sigma)) * size
+        scale = float(rng.uniform(*self.scale))
+        coarse = min(size, _COARSE)
+        field = rng.uniform(-1.0, 1.0, (2, coarse, coarse))
+        field = np.stack([gaussian_filter(f, sigma * coarse / size, mode="reflect") for f in field])
+        field *= alpha / max(float(np.abs(field).max()), 1e-8)  # largest displacement = alpha px
+        return j, flip, k, alpha, sigma, scale, field.astype(np.float32), s
+
+    def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
+        plans = [self._plan(i) for i in range(start, start + count)]
+        size = self.size
+        src = np.empty((count, 2, size, size), np.float32)
+        transforms = []
+        for b, (j, flip, k, alpha, sigma, scale, _, _) in enumerate(plans):
+            pair = np.stack([self.masks[j], self.maps[j]]).astype(np.float32)
+            if flip:
+                pair = pair[..., ::-1]
+            src[b] = np.rot90(pair, k, axes=(-2, -1))
+            steps = (["flipx"] if flip else []) + ([f"rot90x{k}"] if k else [])
+            steps += [f"elastic(a={alpha:.2f},s={sigma:.2f})", f"scale={scale:.3f}"]
+            transforms.append(",".join(steps))
+        dev = torch.device(device)
+        fields = torch.from_numpy(np.stack([p[6] for p in plans])).to(dev)
+        disp = F.interpolate(fields, size=(size, size), mode="bilinear", align_corners=True)
+        disp = disp * (2.0 / (size - 1))  # pixels -> grid_sample's [-1, 1] coordinates
+        lin = torch.linspace(-1.0, 1.0, size, device=dev)
+        gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+        inv_scale = torch.tensor([1.0 / p[5] for p in plans], device=dev).view(-1, 1, 1)
+        grid = torch.stack([gx * inv_scale + disp[:, 0], gy * inv_scale + disp[:, 1]], dim=-1)
+        warped = F.grid_sample(torch.from_numpy(src).to(dev), grid, mode="bilinear",
+                               padding_mode="reflection", align_corners=True)
+        binary = (warped >= 0.5).to(torch.uint8).cpu().numpy()
+        return Conditions(
+            masks=binary[:, 0], structure=binary[:, 1],
+            source_index=self.rows[[p[0] for p in plans]].astype(np.int64),
+            transform=transforms, seed=np.array([p[7] for p in plans], np.int64),
+        )
+
+
+def make_source(
+    name: str, masks: np.ndarray, maps: np.ndarray, rows: np.ndarray, seed: int = 0
+) -> ConditionSource:
+    """The condition source called `name` (``real`` or ``augment``)."""
+    if name == "real":
+        return RealConditions(masks, maps, rows, seed)
+    if name == "augment":
+        return AugmentedConditions(masks, maps, rows, seed)
+    raise WsiAugError(f"--source {name}: unknown condition source; use one of {', '.join(SOURCES)}")
