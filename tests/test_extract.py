@@ -267,3 +267,35 @@ def test_plain_image_without_pixel_size_names_the_option(shared_data, tmp_path, 
     with pytest.raises(SystemExit):
         main(["extract", str(tile), "--annotations", str(root / "masks"), "--work", str(tmp_path)])
     assert "--slide-mpp" in capsys.readouterr().err
+
+
+def test_manifest_gives_patients_splits_and_per_slide_mpp(phantom_slides, tmp_path):
+    rows = ["slide,annotation,patient,split,mpp"]
+    for i, sp in enumerate(["test", "train"]):
+        stem = phantom_slides / f"phantom-00{i}"
+        mpp = "1.0" if i == 0 else ""
+        rows.append(f"{stem}.tif,{stem}.geojson,P{i},{sp},{mpp}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    extract(
+        [],
+        tmp_path / "w",
+        manifest=manifest,
+        params=ExtractParams(size=128, mpp=4.0),
+        progress=False,
+    )
+    _, masks, table = _load(tmp_path / "w")
+    split_of = dict(zip(table["slide"], table["split"]))
+    assert split_of == {"phantom-000.tif": "test", "phantom-001.tif": "train"}
+    assert set(table["patient"]) == {"P0", "P1"}
+    # slide 0 read as 1 µm/px instead of 0.5: its glomeruli look twice as large
+    area = {s: masks[table["slide"] == s].sum(axis=(1, 2)).mean() for s in split_of}
+    ref = tmp_path / "ref"
+    extract(
+        [phantom_slides / "phantom-000.tif"],
+        ref,
+        params=ExtractParams(size=128, mpp=4.0),
+        progress=False,
+    )
+    ref_area = _load(ref)[1].sum(axis=(1, 2)).mean()
+    assert area["phantom-000.tif"] > 2.5 * ref_area

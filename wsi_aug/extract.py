@@ -62,6 +62,7 @@ class SlideTask:
     patient: str
     split: str
     params: ExtractParams
+    slide_mpp: float | None = None  # this slide's own pixel size (manifest), over params.slide_mpp
 
 
 @dataclass
@@ -225,7 +226,8 @@ def extract_slide(task: SlideTask) -> SlideOutput:
     images, masks = _empty(size)
     out = SlideOutput(task.slide, images, masks)
     try:
-        with open_slide(task.slide, backend=p.backend, slide_mpp=p.slide_mpp) as slide:
+        mpp = task.slide_mpp or p.slide_mpp
+        with open_slide(task.slide, backend=p.backend, slide_mpp=mpp) as slide:
             _extract_open_slide(task, slide, out)
     except WsiAugError as exc:
         out.error = str(exc)
@@ -416,7 +418,12 @@ def plan_tasks(
     auto = assign_splits(list(group_of.values()), params.split, params.seed)
     tasks = [
         SlideTask(
-            e.slide, e.annotation, group_of[e.slide], e.split or auto[group_of[e.slide]], params
+            e.slide,
+            e.annotation,
+            group_of[e.slide],
+            e.split or auto[group_of[e.slide]],
+            params,
+            e.mpp,
         )
         for e in usable
     ]
@@ -503,6 +510,7 @@ def extract(
                 store.fingerprint_file(t.annotation),
                 t.patient,
                 t.split,
+                t.slide_mpp,
             ]
             for t in tasks
         }

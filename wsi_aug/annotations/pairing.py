@@ -55,6 +55,7 @@ class SlideEntry:
     annotation: Path | None
     patient: str | None = None
     split: str | None = None
+    mpp: float | None = None  # the slide's own pixel size, from a manifest's `mpp` column
 
 
 def _is_mask_name(path: Path) -> bool:
@@ -158,7 +159,7 @@ def _resolve(base: Path, text: str) -> Path:
 
 
 def read_manifest(path: str | Path) -> list[SlideEntry]:
-    """Slides from a CSV manifest with columns slide, annotation[, patient][, split].
+    """Slides from a CSV manifest with columns slide, annotation[, patient][, split][, mpp].
 
     Paths are relative to the CSV's folder; an empty annotation cell means the slide has none.
     Column names are case-insensitive, the delimiter may be ``,``, ``;`` or a tab, and blank
@@ -183,7 +184,7 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
             )
     col = {
         name: columns.index(name)
-        for name in ("slide", "annotation", "patient", "split")
+        for name in ("slide", "annotation", "patient", "split", "mpp")
         if name in columns
     }
     base = path.parent
@@ -223,5 +224,16 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
                     "leave it empty"
                 )
             split = SPLITS[split.lower()]
-        entries.append(SlideEntry(slide, annotation, cells.get("patient") or None, split))
+        mpp = None
+        if cells.get("mpp"):
+            try:
+                mpp = float(cells["mpp"])
+            except ValueError:
+                mpp = -1.0
+            if not mpp > 0:
+                raise AnnotationError(
+                    f"{where}: mpp {cells['mpp']!r} is not a positive number (micrometres per "
+                    "pixel); correct it or leave it empty"
+                )
+        entries.append(SlideEntry(slide, annotation, cells.get("patient") or None, split, mpp))
     return entries
