@@ -248,6 +248,7 @@ def eval_gan(
     device: str = "auto",
     unet_epochs: int = 30,
     unet_width: float = 0.25,
+    unet_samples_per_epoch: int | None = None,
     batch_size: int = 8,
     max_images: int = 1000,
     grid_rows: int = 8,
@@ -271,6 +272,7 @@ def eval_gan(
     params = {
         "n_pairs": int(n_pairs), "seed": int(seed), "unet_epochs": int(unet_epochs),
         "unet_width": float(unet_width), "batch_size": int(batch_size),
+        "unet_samples_per_epoch": unet_samples_per_epoch,
         "max_images": int(max_images), "grid_rows": int(grid_rows),
     }
     inputs = {
@@ -308,7 +310,8 @@ def eval_gan(
         model, hist = train_unet(
             images[train], masks[train], images[val], masks[val],
             epochs=unet_epochs, batch_size=batch_size, width=unet_width, seed=seed,
-            device=dev, progress=progress, desc="eval-gan U-Net (real)",
+            samples_per_epoch=unet_samples_per_epoch, device=dev, progress=progress,
+            desc="eval-gan U-Net (real)",
         )
         metrics = image_set_metrics(
             images[ref_idx], sx, n_pairs=n_pairs, seed=seed,

@@ -74,6 +74,8 @@ def eval_seg(
               help="Epochs of the real-trained U-Net used for mask consistency and features.")
 @click.option("--unet-width", type=click.FloatRange(min=0, min_open=True), default=0.25,
               show_default=True, help="That U-Net's filter multiplier (64 x width at the top).")
+@click.option("--unet-samples-per-epoch", type=click.IntRange(min=1), default=None,
+              help="That U-Net's training samples per epoch (default: the real train set).")
 @click.option("--n-pairs", type=click.IntRange(min=1), default=200, show_default=True,
               help="Image pairs per set for the diversity measures.")
 @click.option("--max-images", type=click.IntRange(min=2), default=1000, show_default=True,
@@ -85,6 +87,7 @@ def eval_gan(
     work: Path,
     unet_epochs: int,
     unet_width: float,
+    unet_samples_per_epoch: int | None,
     n_pairs: int,
     max_images: int,
     seed: int,
@@ -96,7 +99,8 @@ def eval_gan(
 
     result = run(
         work, n_pairs=n_pairs, seed=seed, device=device, unet_epochs=unet_epochs,
-        unet_width=unet_width, max_images=max_images, force=force,
+        unet_width=unet_width, unet_samples_per_epoch=unet_samples_per_epoch,
+        max_images=max_images, force=force,
     )
     state = "cached" if result.cached else "built"
     click.echo(f"eval-gan: {result.markdown} and {result.grid} [{state}]\n")
