@@ -1,0 +1,90 @@
+"""The CLI surface: help, info, phantom, structure and run, and one-line user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wsi_aug.cli import COMMANDS, main
+
+
+def test_help_lists_every_command_quickly():
+    t = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "wsi_aug", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert time.perf_counter() - t < 5
+    for name in COMMANDS:
+        assert name in out
+    # --help must not import the heavy libraries
+    code = (
+        "import sys; from wsi_aug.cli import main; import wsi_aug.commands.gan, "
+        "wsi_aug.commands.evaluate, wsi_aug.commands.data, wsi_aug.commands.pipeline; "
+        "print('torch' in sys.modules, 'zarr' in sys.modules)"
+    )
+    assert subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split() == ["False", "False"]
+
+
+def test_info_on_slides_and_annotations(phantom_slides, capsys):
+    main(
+        [
+            "info",
+            str(phantom_slides / "phantom-000.tif"),
+            str(phantom_slides / "phantom-000.geojson"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "0.5" in out and "levels" in out and "Glomerulus" in out
+
+
+def test_info_on_missing_file_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(tmp_path / "nope.svs")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.svs" in err[0]
+
+
+def test_phantom_command_writes_pairs(tmp_path, capsys):
+    main(["phantom", str(tmp_path), "--slides", "1", "--width", "768", "--height", "768"])
+    assert (tmp_path / "phantom-000.tif").is_file()
+    assert (tmp_path / "phantom-000.geojson").is_file()
+
+
+def test_structure_command_and_its_errors(tiny_work, tmp_path, capsys):
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_work.patches, work / "patches.zarr")
+    with pytest.raises(SystemExit) as exc:
+        main(["structure", "--work", str(work), "--method", "fixed"])
+    assert exc.value.code == 2 and "--threshold" in capsys.readouterr().err
+    main(["structure", "--work", str(work), "--channel", "hematoxylin", "--min-size", "3"])
+    assert "built" in capsys.readouterr().out
+    main(["structure", "--work", str(work), "--channel", "hematoxylin", "--min-size", "3"])
+    assert "cached" in capsys.readouterr().out
+    assert (work / "figures" / "structure-grid.png").is_file()
+
+
+def test_structure_without_patches_names_extract(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["structure", "--work", str(tmp_path)])
+    assert "wsi-aug extract" in capsys.readouterr().err
+
+
+def test_run_command_on_a_pipeline_file(phantom_slides, tmp_path, capsys):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        f'work = "{tmp_path / "w"}"\n[extract]\ninputs = ["{phantom_slides}"]\nsize = 32\n'
+        'mpp = 4.0\n[structure]\nmethod = "otsu"\n'
+    )
+    main(["run", str(cfg)])
+    out = capsys.readouterr().out
+    assert "[extract] done" in out and "[structure] done" in out
+    main(["run", str(cfg)])
+    assert "[structure] cached" in capsys.readouterr().out
