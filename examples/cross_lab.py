@@ -11,8 +11,9 @@ wherever results on them are shown.
     python examples/cross_lab.py --data ../shared/data --work wsi-aug-work/cross-lab
     python examples/cross_lab.py --within-hubmap ...   # test on held-out HuBMAP tiles instead
 
-The models are reduced to fit a CPU (128-pixel patches at 2 µm/px, ngf 32); on a GPU pass
---size 256 --mpp 1.0 --ngf 64 for the paper's settings.
+The models are reduced to fit a CPU (128-pixel patches at 2 µm/px, ngf 16, U-Net width 0.25);
+on a GPU pass --size 256 --mpp 1.0 --ngf 64 for the paper's settings.
+Figures measured with it: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ def main() -> None:
     ap.add_argument("--within-hubmap", action="store_true")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--mpp", type=float, default=2.0)
-    ap.add_argument("--ngf", type=int, default=32)
-    ap.add_argument("--gan-epochs", type=int, default=40)
+    ap.add_argument("--ngf", type=int, default=16)
+    ap.add_argument("--gan-epochs", type=int, default=30)
     ap.add_argument("--ms-weight", type=float, default=10.0)
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--unet-epochs", type=int, default=20)
+    ap.add_argument("--unet-epochs", type=int, default=15)
+    ap.add_argument("--samples-per-epoch", type=int, default=256)
     ap.add_argument("--unet-width", type=float, default=0.25)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--real-fraction", type=float, nargs="*", default=[1.0, 0.25])
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
