@@ -54,3 +54,14 @@ def phantom_work(phantom_slides: Path, tmp_path_factory: pytest.TempPathFactory)
     params = ExtractParams(size=64, mpp=2.0, negatives=3, split=(0.34, 0.33, 0.33), seed=0)
     extract([phantom_slides], work, params=params, progress=False)
     return WorkDir(work)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one torch thread, and do not stall on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

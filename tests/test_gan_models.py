@@ -26,13 +26,7 @@ G_PARAMS_256 = 85_014_659
 D_PARAMS_256 = 4_831_745
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run fastest on one thread, and do not stall on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paper_models_at_256_have_the_papers_size_and_shapes() -> None:

@@ -30,13 +30,7 @@ from wsi_aug.store import WorkDir
 TINY = dict(ngf=4, ndf=4, device="cpu", progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def copy_work(src: WorkDir, dst: Path) -> WorkDir:
