@@ -77,8 +77,16 @@ def draw_batches(work: Path, cfg: GanConfig, steps: int, seed: int) -> list[tupl
     return batches
 
 
-def run(cfg: GanConfig, device: torch.device, batches: list[tuple[Any, Any]], *, amp: bool,
-        fast: bool, warmup: int, seed: int) -> tuple[dict[str, Any], GanTrainer]:
+def run(
+    cfg: GanConfig,
+    device: torch.device,
+    batches: list[tuple[Any, Any]],
+    *,
+    amp: bool,
+    fast: bool,
+    warmup: int,
+    seed: int,
+) -> tuple[dict[str, Any], GanTrainer]:
     """Train on `batches`; losses per step and it/s over the steps after `warmup`."""
     trainer = GanTrainer(cfg, device=device, seed=seed, amp=amp, fast=fast)
     if device.type == "cuda":
@@ -95,7 +103,8 @@ def run(cfg: GanConfig, device: torch.device, batches: list[tuple[Any, Any]], *,
     losses = torch.stack(out).float().cpu().numpy()
     timed = len(batches) - warmup
     return {
-        "amp": trainer.amp, "fast": trainer.fast,
+        "amp": trainer.amp,
+        "fast": trainer.fast,
         "graph_captured": trainer._graph is not None,
         "it_per_s": timed / elapsed if elapsed > 0 else float("nan"),
         "losses": losses.tolist(),
@@ -105,12 +114,17 @@ def run(cfg: GanConfig, device: torch.device, batches: list[tuple[Any, Any]], *,
 def trend(losses: np.ndarray) -> dict[str, float]:
     """Window means of L1 (column 2) and D loss (column 0): first and last quarter."""
     q = max(1, len(losses) // 4)
-    return {"l1_first": float(losses[:q, 2].mean()), "l1_last": float(losses[-q:, 2].mean()),
-            "d_first": float(losses[:q, 0].mean()), "d_last": float(losses[-q:, 0].mean())}
+    return {
+        "l1_first": float(losses[:q, 2].mean()),
+        "l1_last": float(losses[-q:, 2].mean()),
+        "d_first": float(losses[:q, 0].mean()),
+        "d_last": float(losses[-q:, 0].mean()),
+    }
 
 
-def synthesis_speed(trainer: GanTrainer, work: Path, device: torch.device, batch: int,
-                    batches: int) -> dict[str, float]:
+def synthesis_speed(
+    trainer: GanTrainer, work: Path, device: torch.device, batch: int, batches: int
+) -> dict[str, float]:
     """Images/s of the generator at `batch` (eval, bf16 on CUDA), alone and with conditions."""
     masks, maps, rows = load_train_conditions(work)
     source = make_source("augment", masks, maps, rows, 0)
@@ -156,10 +170,25 @@ def stage_check(work: Path, device: torch.device) -> dict[str, Any]:
     copy = Path(tempfile.mkdtemp(prefix="gpu-gan-stage-")) / "w"
     shutil.copytree(Path(work) / "patches.zarr", copy / "patches.zarr")
     shutil.copytree(Path(work) / "structure.zarr", copy / "structure.zarr")
-    opts = dict(epochs=2, pairs_per_step=1, lr=2e-4, betas=(0.5, 0.999), l1_weight=10.0,
-                ms_weight=10.0, d_conditional=False, no_structure=False, disc="paper", ngf=8,
-                ndf=8, seed=0, device=str(device), checkpoint_every=1, fast=None, force=False,
-                progress=False)
+    opts = dict(
+        epochs=2,
+        pairs_per_step=1,
+        lr=2e-4,
+        betas=(0.5, 0.999),
+        l1_weight=10.0,
+        ms_weight=10.0,
+        d_conditional=False,
+        no_structure=False,
+        disc="paper",
+        ngf=8,
+        ndf=8,
+        seed=0,
+        device=str(device),
+        checkpoint_every=1,
+        fast=None,
+        force=False,
+        progress=False,
+    )
     t0 = time.perf_counter()
     _, first = _train(copy, resume=False, max_steps=6, **opts)
     _, second = _train(copy, resume=True, max_steps=12, **opts)
@@ -168,18 +197,26 @@ def stage_check(work: Path, device: torch.device) -> dict[str, Any]:
     import zarr
 
     images = zarr.open_group(result.path, mode="r")["images"][:]
-    out = {"seconds": time.perf_counter() - t0, "fast": bool(first and first.fast),
-           "graph_captured": bool(second and second._graph is not None),
-           "resumed_step": ck.step, "synth_images": int(images.shape[0]),
-           "synth_std": float(images.std())}
+    out = {
+        "seconds": time.perf_counter() - t0,
+        "fast": bool(first and first.fast),
+        "graph_captured": bool(second and second._graph is not None),
+        "resumed_step": ck.step,
+        "synth_images": int(images.shape[0]),
+        "synth_std": float(images.std()),
+    }
     shutil.rmtree(copy.parent, ignore_errors=True)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--work", type=Path, default=None,
-                    help="work folder with patches.zarr + structure.zarr (default: made-up data)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="work folder with patches.zarr + structure.zarr (default: made-up data)",
+    )
     ap.add_argument("--steps", type=int, default=None, help="steps per run (200; tiny: 30)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (20; tiny: 5)")
     ap.add_argument("--tiny", action="store_true", help="64 px, ngf = ndf = 8: a CPU smoke run")
@@ -188,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth-batch", type=int, default=64)
     ap.add_argument("--synth-batches", type=int, default=None, help="timed batches (20; tiny: 2)")
     ap.add_argument("--out", type=Path, default=None, help="JSON result file (+ .md beside it)")
-    ap.add_argument("--no-stage-check", action="store_true",
-                    help="skip the end-to-end train/resume/synthesize check")
+    ap.add_argument(
+        "--no-stage-check",
+        action="store_true",
+        help="skip the end-to-end train/resume/synthesize check",
+    )
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -205,18 +245,24 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     card = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
     n_params = count_parameters(build_generator(cfg))
-    print(f"device: {card}; torch {torch.__version__}; size {size}; G {n_params:,} params; "
-          f"{steps} steps per run ({warmup} untimed)", flush=True)
+    print(
+        f"device: {card}; torch {torch.__version__}; size {size}; G {n_params:,} params; "
+        f"{steps} steps per run ({warmup} untimed)",
+        flush=True,
+    )
 
     batches = draw_batches(work, cfg, steps, args.seed)
     runs: dict[str, dict[str, Any]] = {}
-    runs["eager_fp32"], _ = run(cfg, device, batches, amp=False, fast=False, warmup=warmup,
-                                seed=args.seed)
+    runs["eager_fp32"], _ = run(
+        cfg, device, batches, amp=False, fast=False, warmup=warmup, seed=args.seed
+    )
     if cuda:
-        runs["eager_bf16"], _ = run(cfg, device, batches, amp=True, fast=False, warmup=warmup,
-                                    seed=args.seed)
-    runs["fast"], fast_trainer = run(cfg, device, batches, amp=True, fast=True, warmup=warmup,
-                                     seed=args.seed)
+        runs["eager_bf16"], _ = run(
+            cfg, device, batches, amp=True, fast=False, warmup=warmup, seed=args.seed
+        )
+    runs["fast"], fast_trainer = run(
+        cfg, device, batches, amp=True, fast=True, warmup=warmup, seed=args.seed
+    )
     if not cuda:
         print("note: on the CPU the fast path is ignored: 'fast' runs eagerly in fp32")
 
@@ -251,25 +297,42 @@ def main(argv: list[str] | None = None) -> int:
     ratio = runs["fast"]["it_per_s"] / runs["eager_fp32"]["it_per_s"]
     for name, r in runs.items():
         t = r["trend"]
-        print(f"{name:11s} {r['it_per_s']:8.2f} it/s  L1 {t['l1_first']:.3f} -> {t['l1_last']:.3f}"
-              f"  D {t['d_first']:.3f} -> {t['d_last']:.3f}", flush=True)
-    print(f"fast / eager fp32: {ratio:.2f}x; synthesis at batch {args.synth_batch}: "
-          f"{synth['generator_img_per_s']:.1f} img/s (generator), "
-          f"{synth['with_conditions_img_per_s']:.1f} img/s (with augment conditions)")
+        print(
+            f"{name:11s} {r['it_per_s']:8.2f} it/s  L1 {t['l1_first']:.3f} -> {t['l1_last']:.3f}"
+            f"  D {t['d_first']:.3f} -> {t['d_last']:.3f}",
+            flush=True,
+        )
+    print(
+        f"fast / eager fp32: {ratio:.2f}x; synthesis at batch {args.synth_batch}: "
+        f"{synth['generator_img_per_s']:.1f} img/s (generator), "
+        f"{synth['with_conditions_img_per_s']:.1f} img/s (with augment conditions)"
+    )
     failed = [k for k, ok in checks.items() if not ok]
     print("checks:", "all passed" if not failed else "FAILED " + ", ".join(failed))
 
     result = {
-        "card": card, "torch": torch.__version__, "python": platform.python_version(),
-        "size": size, "ngf": cfg.ngf, "ndf": cfg.ndf, "steps": steps, "warmup": warmup,
+        "card": card,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "size": size,
+        "ngf": cfg.ngf,
+        "ndf": cfg.ndf,
+        "steps": steps,
+        "warmup": warmup,
         "work": str(args.work) if args.work else "made-up (tests.factories)",
-        "it_per_s": {k: r["it_per_s"] for k, r in runs.items()}, "fast_over_eager_fp32": ratio,
-        "synthesis": synth, "stages": stages, "checks": checks, "runs": runs,
+        "it_per_s": {k: r["it_per_s"] for k, r in runs.items()},
+        "fast_over_eager_fp32": ratio,
+        "synthesis": synth,
+        "stages": stages,
+        "checks": checks,
+        "runs": runs,
     }
-    md = (f"| {card} | torch {torch.__version__} | {size}px ngf={cfg.ngf} | "
-          + " | ".join(f"{k} {r['it_per_s']:.2f} it/s" for k, r in runs.items())
-          + f" | fast/fp32 {ratio:.2f}x | synth {synth['generator_img_per_s']:.1f} img/s @"
-          f"{args.synth_batch} | {'ok' if not failed else 'FAILED'} |")
+    md = (
+        f"| {card} | torch {torch.__version__} | {size}px ngf={cfg.ngf} | "
+        + " | ".join(f"{k} {r['it_per_s']:.2f} it/s" for k, r in runs.items())
+        + f" | fast/fp32 {ratio:.2f}x | synth {synth['generator_img_per_s']:.1f} img/s @"
+        f"{args.synth_batch} | {'ok' if not failed else 'FAILED'} |"
+    )
     print(md)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

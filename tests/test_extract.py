@@ -299,3 +299,15 @@ def test_manifest_gives_patients_splits_and_per_slide_mpp(phantom_slides, tmp_pa
     )
     ref_area = _load(ref)[1].sum(axis=(1, 2)).mean()
     assert area["phantom-000.tif"] > 2.5 * ref_area
+
+
+def test_rasterize_matches_point_in_polygon_on_an_irregular_outline():
+    rng = np.random.default_rng(5)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 40))
+    radii = rng.uniform(60, 120, 40)
+    poly = shapely.Polygon(np.c_[513.3 + radii * np.cos(angles), 487.9 + radii * np.sin(angles)])
+    box = (400.7, 380.2, 256.0, 256.0)
+    m = rasterize([poly], box, 128)
+    yy, xx = np.mgrid[:128, :128]
+    ref = shapely.contains_xy(poly, box[0] + (xx + 0.5) * 2, box[1] + (yy + 0.5) * 2)
+    assert (m != ref).mean() < 0.005  # only pixels whose centre lies on the outline may differ

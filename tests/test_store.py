@@ -121,3 +121,14 @@ def test_fingerprint_file_sees_content(tmp_path):
     f1 = store.fingerprint_file(a)
     a.write_bytes(b"x" * 99 + b"y")
     assert store.fingerprint_file(a) != f1
+
+
+def test_stack_writer_writes_whole_chunks_in_order(tmp_path):
+    g = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    arr = store.create_stack(g, "x", (23, 2), dtype="int32", items_per_chunk=4)
+    w = store.StackWriter(arr)
+    data = np.arange(46, dtype=np.int32).reshape(23, 2)
+    for lo, hi in [(0, 3), (3, 3), (3, 12), (12, 13), (13, 23)]:
+        w.append(data[lo:hi])
+    w.close()
+    assert w.at == 23 and np.array_equal(arr[:], data)

@@ -116,6 +116,32 @@ def _empty(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.uint8)
 
 
+def _fill_rings(rings: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Even-odd scanline fill of closed rings (x, y in output pixels) at the pixel centres.
+
+    Every row's centre line is cut with every edge at once (half-open rule, so each row meets an
+    even number of edges); pixels whose centres lie between consecutive crossings are filled. The
+    even-odd rule over a polygon's exterior and holes leaves the holes empty.
+    """
+    edges = np.concatenate([np.c_[r[:-1], r[1:]] for r in rings if len(r) > 1])
+    x0, y0, x1, y1 = edges.T
+    y = (np.arange(size) + 0.5)[:, None]
+    cut = (y0 <= y) != (y1 <= y)
+    rows, idx = np.nonzero(cut)
+    if len(rows) == 0:
+        return np.zeros((size, size), bool)
+    t = (y[rows, 0] - y0[idx]) / (y1[idx] - y0[idx])
+    xs = x0[idx] + t * (x1[idx] - x0[idx])
+    order = np.lexsort((xs, rows))
+    rows, xs = rows[order], xs[order]
+    c0 = np.clip(np.ceil(xs[0::2] - 0.5), 0, size).astype(np.intp)
+    c1 = np.clip(np.ceil(xs[1::2] - 0.5), 0, size).astype(np.intp)
+    diff = np.zeros((size, size + 1), np.int32)
+    np.add.at(diff, (rows[0::2], c0), 1)
+    np.add.at(diff, (rows[0::2], c1), -1)
+    return np.cumsum(diff[:, :size], axis=1) > 0
+
+
 def rasterize(
     geoms: Iterable[Any], box: tuple[float, float, float, float], size: int
 ) -> np.ndarray:
@@ -125,26 +151,21 @@ def rasterize(
     exact at the target resolution whatever the slide's own.
     """
     import shapely
-    from shapely import affinity
 
     x0, y0, w0, h0 = box
-    sx, sy = size / w0, size / h0
-    out = np.zeros((size, size), np.uint8)
+    scale = np.array([size / w0, size / h0])
+    origin = np.array([x0, y0])
+    out = np.zeros((size, size), bool)
     window = shapely.box(x0, y0, x0 + w0, y0 + h0)
     for geom in geoms:
         if not geom.intersects(window):
             continue
-        g = affinity.affine_transform(geom, [sx, 0, 0, sy, -x0 * sx, -y0 * sy])
-        gx0, gy0, gx1, gy1 = g.bounds
-        c0, r0 = max(0, int(np.floor(gx0 - 0.5))), max(0, int(np.floor(gy0 - 0.5)))
-        c1, r1 = min(size, int(np.ceil(gx1 + 0.5))), min(size, int(np.ceil(gy1 + 0.5)))
-        if c1 <= c0 or r1 <= r0:
-            continue
-        yy, xx = np.mgrid[r0:r1, c0:c1]
-        shapely.prepare(g)
-        inside = shapely.contains_xy(g, xx.ravel() + 0.5, yy.ravel() + 0.5)
-        out[r0:r1, c0:c1] |= inside.reshape(yy.shape).astype(np.uint8)
-    return out
+        for poly in getattr(geom, "geoms", [geom]):
+            if poly.is_empty or poly.geom_type != "Polygon":
+                continue
+            rings = [poly.exterior, *poly.interiors]
+            out |= _fill_rings([(np.asarray(r.coords) - origin) * scale for r in rings], size)
+    return out.astype(np.uint8)
 
 
 def tissue_mask(thumb: np.ndarray) -> np.ndarray:
@@ -543,16 +564,19 @@ def extract(
     n = sum(len(o.rows) for o in good)
     size = params.size
     with store.build(wd.patches, stage="extract", params=params.as_dict(), inputs=inputs_fp) as g:
-        images = store.create_stack(g, "images", (n, size, size, 3))
-        masks = store.create_stack(g, "masks", (n, size, size))
+        images = store.StackWriter(
+            store.create_stack(g, "images", (n, size, size, 3), items_per_chunk=16)
+        )
+        masks = store.StackWriter(
+            store.create_stack(g, "masks", (n, size, size), items_per_chunk=16)
+        )
         rows: list[dict[str, Any]] = []
-        at = 0
         for o in good:
-            k = len(o.rows)
-            images[at : at + k] = o.images
-            masks[at : at + k] = o.masks
+            images.append(o.images)
+            masks.append(o.masks)
             rows.extend(o.rows)
-            at += k
+        images.close()
+        masks.close()
         columns = list(rows[0])
         table = {c: [r[c] for r in rows] for c in columns}
         for c in ("cx", "cy", "mpp"):

@@ -223,13 +223,51 @@ def read_table(group: zarr.Group, name: str) -> dict[str, np.ndarray]:
 
 
 def create_stack(
-    group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any = "uint8"
+    group: zarr.Group,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: Any = "uint8",
+    items_per_chunk: int = 1,
 ) -> zarr.Array:
-    """An (N, ...) array chunked one item per chunk, compressed; for patch-like stacks."""
-    chunks = (1, *shape[1:]) if shape[0] else shape
-    return group.create_array(
-        name, shape=shape, dtype=dtype, chunks=tuple(max(1, c) for c in chunks), overwrite=True
-    )
+    """An (N, ...) array chunked along N only (compressed); for patch-like stacks.
+
+    One item per chunk suits random access; more per chunk (with `StackWriter`) writes faster.
+    """
+    chunks = (max(1, min(items_per_chunk, shape[0])), *(max(1, c) for c in shape[1:]))
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, overwrite=True)
+
+
+class StackWriter:
+    """Appends items to an (N, ...) array in whole chunks, so that each chunk is written once."""
+
+    def __init__(self, array: zarr.Array) -> None:
+        self.array = array
+        self.at = 0
+        self._pending: list[np.ndarray] = []
+        self._n_pending = 0
+        self._chunk = int(array.chunks[0])
+
+    def append(self, items: np.ndarray) -> None:
+        """Queue `items` (k, ...) and write every whole chunk that is ready."""
+        if len(items) == 0:
+            return
+        self._pending.append(np.asarray(items))
+        self._n_pending += len(items)
+        if self._n_pending >= self._chunk:
+            block = np.concatenate(self._pending)
+            whole = (len(block) // self._chunk) * self._chunk
+            self.array[self.at : self.at + whole] = block[:whole]
+            self.at += whole
+            self._pending = [block[whole:]] if whole < len(block) else []
+            self._n_pending = len(block) - whole
+
+    def close(self) -> None:
+        """Write what is left."""
+        if self._n_pending:
+            block = np.concatenate(self._pending)
+            self.array[self.at : self.at + len(block)] = block
+            self.at += len(block)
+        self._pending, self._n_pending = [], 0
 
 
 @dataclass(frozen=True)
