@@ -17,6 +17,7 @@ synthesis runs there).
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def sample_seed(seed: int, i: int) -> int:
     return int(state >> np.uint64(1))
 
 
-class ConditionSource:
+class ConditionSource(abc.ABC):
     """Base class: conditions drawn from the given masks and maps, indexed by sample number."""
 
     name = "base"
@@ -82,9 +83,9 @@ class ConditionSource:
     def size(self) -> int:
         return int(self.masks.shape[-1])
 
+    @abc.abstractmethod
     def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
         """The conditions of samples start .. start+count-1."""
-        raise NotImplementedError
 
 
 class RealConditions(ConditionSource):
