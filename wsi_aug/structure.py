@@ -47,6 +47,15 @@ def stain_channel(image: np.ndarray, channel: str = "grey") -> np.ndarray:
     raise ValueError(f"unknown structure channel {channel!r}; choose one of {', '.join(CHANNELS)}")
 
 
+def background_mask(
+    image: np.ndarray, level: float = 0.9, max_saturation: float = 0.08
+) -> np.ndarray:
+    """Near-white, unsaturated pixels: glass, or the white padding of edge windows."""
+    f = np.asarray(image, np.float32) / 255.0
+    mx, mn = f.max(-1), f.min(-1)
+    return (mn > level) & ((mx - mn) <= max_saturation * np.maximum(mx, 1e-6))
+
+
 def structure_map(
     image: np.ndarray,
     *,
@@ -54,27 +63,32 @@ def structure_map(
     channel: str = "grey",
     threshold: float | None = None,
     min_size: int = 0,
+    ignore_background: bool = True,
 ) -> np.ndarray:
     """Binary structure map (H, W) uint8 in {0, 1} of an RGB patch.
 
     `method="otsu"` picks the threshold per patch; `method="fixed"` uses `threshold` (in [0, 1] on
-    the stain channel). Objects smaller than `min_size` pixels are removed. A flat patch (one
-    grey level) gives an empty map.
+    the stain channel). With `ignore_background` (default), near-white pixels (glass, and the white
+    padding of windows that cross a slide's edge) are left out of the Otsu threshold and of the
+    map, so that the threshold separates stained structures within tissue rather than tissue from
+    glass. Objects smaller than `min_size` pixels are removed. A flat patch gives an empty map.
     """
     s = stain_channel(image, channel)
+    tissue = ~background_mask(image) if ignore_background else np.ones(s.shape, bool)
     if method == "otsu":
-        if float(s.max() - s.min()) < 1e-6:
+        values = s[tissue]
+        if values.size < 16 or float(values.max() - values.min()) < 1e-6:
             return np.zeros(s.shape, np.uint8)
         from skimage.filters import threshold_otsu
 
-        t = float(threshold_otsu(s))
+        t = float(threshold_otsu(values))
     elif method == "fixed":
         if threshold is None:
             raise ValueError("method 'fixed' needs a threshold in [0, 1] (--threshold)")
         t = float(threshold)
     else:
         raise ValueError(f"unknown structure method {method!r}; choose otsu or fixed")
-    out = s > t
+    out = (s > t) & tissue
     if min_size > 0:
         from skimage.morphology import remove_small_objects
 
@@ -101,6 +115,7 @@ def build_structure(
     channel: str = "grey",
     threshold: float | None = None,
     min_size: int = 0,
+    ignore_background: bool = True,
     force: bool = False,
     progress: bool = True,
     grid_rows: int = 8,
@@ -120,6 +135,7 @@ def build_structure(
         "channel": channel,
         "threshold": threshold if method == "fixed" else None,
         "min_size": int(min_size),
+        "ignore_background": bool(ignore_background),
     }
     inputs = {"patches": store.stage_fingerprint(wd.patches)}
     hit = store.cached_result(

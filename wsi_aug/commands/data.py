@@ -250,16 +250,33 @@ def extract(
     show_default=True,
     help="Remove structures smaller than this many pixels.",
 )
+@click.option(
+    "--keep-background",
+    is_flag=True,
+    help="Threshold over the whole patch, glass and white padding included (default: tissue only).",
+)
 @force_option
 def structure(
-    work: Path, method: str, channel: str, threshold: float | None, min_size: int, force: bool
+    work: Path,
+    method: str,
+    channel: str,
+    threshold: float | None,
+    min_size: int,
+    keep_background: bool,
+    force: bool,
 ) -> None:
     """Make a binary structure map per patch into WORK/structure.zarr (and a PNG grid)."""
     from wsi_aug.store import WorkDir
     from wsi_aug.structure import build_structure
 
     result = build_structure(
-        work, method=method, channel=channel, threshold=threshold, min_size=min_size, force=force
+        work,
+        method=method,
+        channel=channel,
+        threshold=threshold,
+        min_size=min_size,
+        ignore_background=not keep_background,
+        force=force,
     )
     run_stage_message("structure", result)
     grid = WorkDir(work).figures / "structure-grid.png"
