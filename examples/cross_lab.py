@@ -110,11 +110,11 @@ def main() -> None:
             width=args.unet_width,
             device=args.device,
         )
-        print(f"\nreal fraction {f}:\n{r.markdown}")
+        print(f"\nreal fraction {f}:\n{Path(r.markdown).read_text()}")
     g = eval_gan(
         args.work, unet_epochs=args.unet_epochs, unet_width=args.unet_width, device=args.device
     )
-    print(f"\neval-gan:\n{g.markdown}")
+    print(f"\neval-gan:\n{Path(g.markdown).read_text()}")
 
 
 if __name__ == "__main__":

@@ -33,5 +33,9 @@ extract(
 build_structure(work, min_size=4)
 train_gan(work, epochs=30, ngf=16, ndf=16)
 synthesize(work, n=200)
-print(eval_seg(work, synthetic_ratios=[0.0, 0.5], seeds=2, epochs=10, width=0.125).markdown)
-print(eval_gan(work, unet_epochs=10, unet_width=0.125).markdown)
+seg = eval_seg(
+    work, synthetic_ratios=[0.0, 0.5], seeds=2, epochs=10, width=0.25, samples_per_epoch=128
+)
+print(seg.markdown.read_text())  # also results.csv and dice.png beside it
+gan = eval_gan(work, unet_epochs=10, unet_width=0.25, unet_samples_per_epoch=128)
+print(gan.markdown.read_text())  # and grid.png beside it
