@@ -172,21 +172,25 @@ class Slide(abc.ABC):
         self._closed = False
 
     # ---- what a backend supplies -------------------------------------------------------------
+    # Backends set these three when they open the file.
+    _dims: tuple[tuple[int, int], ...]
+    _downs: tuple[float, ...] = (1.0,)
+    _props: dict[str, str]
 
     @property
-    @abc.abstractmethod
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
         """(width, height) of every level, finest first."""
+        return self._dims
 
     @property
-    @abc.abstractmethod
     def level_downsamples(self) -> tuple[float, ...]:
         """Level-0 pixels per level pixel, for every level (1.0 first)."""
+        return self._downs
 
     @property
-    @abc.abstractmethod
     def properties(self) -> dict[str, str]:
         """The backend's metadata as text (OpenSlide's property names where it has them)."""
+        return dict(self._props)
 
     @abc.abstractmethod
     def _metadata_mpp(self) -> tuple[float, float] | None:

@@ -62,18 +62,6 @@ class ImageSlide(Slide):
         h, w = self._pixels.shape[:2]
         self._dims = ((int(w), int(h)),)
 
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._dims
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return (1.0,)
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._props)
-
     def _metadata_mpp(self) -> tuple[float, float] | None:
         return None
 

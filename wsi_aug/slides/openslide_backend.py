@@ -78,18 +78,6 @@ class OpenSlideSlide(Slide):
         self._handle = getattr(self._osr, "_osr", None) if _READ_INTO is not None else None
 
     @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._dims
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return self._downs
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._props)
-
-    @property
     def vendor(self) -> str | None:
         return self._props.get(openslide.PROPERTY_NAME_VENDOR)
 

@@ -285,18 +285,6 @@ class TiffFileSlide(Slide):
         return props, mpp, objective
 
     @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._dims
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return self._downs
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._props)
-
-    @property
     def vendor(self) -> str | None:
         for flag, name in _VENDORS.items():
             if getattr(self._tif, f"is_{flag}", False):
