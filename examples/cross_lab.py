@@ -64,8 +64,13 @@ def main() -> None:
     ap.add_argument("--gan-epochs", type=int, default=30)
     ap.add_argument("--ms-weight", type=float, default=10.0)
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--unet-epochs", type=int, default=15)
-    ap.add_argument("--samples-per-epoch", type=int, default=256)
+    ap.add_argument("--unet-epochs", type=int, default=8)
+    ap.add_argument(
+        "--samples-per-epoch",
+        type=int,
+        default=None,
+        help="U-Net samples per epoch (default: the real train patches kept)",
+    )
     ap.add_argument("--unet-width", type=float, default=0.25)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--real-fraction", type=float, nargs="*", default=[1.0, 0.25])
@@ -107,12 +112,17 @@ def main() -> None:
             real_fraction=f,
             seeds=args.seeds,
             epochs=args.unet_epochs,
+            samples_per_epoch=args.samples_per_epoch,
             width=args.unet_width,
             device=args.device,
         )
         print(f"\nreal fraction {f}:\n{Path(r.markdown).read_text()}")
     g = eval_gan(
-        args.work, unet_epochs=args.unet_epochs, unet_width=args.unet_width, device=args.device
+        args.work,
+        unet_epochs=args.unet_epochs,
+        unet_width=args.unet_width,
+        unet_samples_per_epoch=args.samples_per_epoch,
+        device=args.device,
     )
     print(f"\neval-gan:\n{Path(g.markdown).read_text()}")
 

@@ -88,3 +88,15 @@ def test_run_command_on_a_pipeline_file(phantom_slides, tmp_path, capsys):
     assert "[extract] done" in out and "[structure] done" in out
     main(["run", str(cfg)])
     assert "[structure] cached" in capsys.readouterr().out
+
+
+def test_info_without_paths_describes_the_work_folder(tiny_work, capsys):
+    main(["info", "--work", str(tiny_work.root)])
+    out = capsys.readouterr().out
+    assert "patches.zarr: stage extract, complete" in out
+    assert "images (16, 64, 64, 3) uint8" in out and "structure.zarr" in out
+
+
+def test_phantom_defaults_to_the_work_folder(tmp_path):
+    main(["phantom", "--work", str(tmp_path), "--slides", "1", "--width", "512", "--height", "512"])
+    assert (tmp_path / "slides" / "phantom-000.tif").is_file()

@@ -50,8 +50,10 @@ def load_train_conditions(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     patches, structure = open_inputs(work)
     rows = select_rows(work, "train", positive=True)
     if len(rows) == 0:
-        raise WsiAugError(f"{Path(work) / 'patches.zarr'}: no positive train patch to take "
-                          "conditions from; extract glomeruli with `wsi-aug extract`")
+        raise WsiAugError(
+            f"{Path(work) / 'patches.zarr'}: no positive train patch to take "
+            "conditions from; extract glomeruli with `wsi-aug extract`"
+        )
     sel = (rows,)
     masks = (np.asarray(patches["masks"].get_orthogonal_selection(sel)) > 0).astype(np.uint8)
     maps = (np.asarray(structure["maps"].get_orthogonal_selection(sel)) > 0).astype(np.uint8)
@@ -96,8 +98,10 @@ class RealConditions(ConditionSource):
     def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
         idx = np.arange(start, start + count) % len(self.masks)
         return Conditions(
-            masks=self.masks[idx].copy(), structure=self.maps[idx].copy(),
-            source_index=self.rows[idx].astype(np.int64), transform=["identity"] * count,
+            masks=self.masks[idx].copy(),
+            structure=self.maps[idx].copy(),
+            source_index=self.rows[idx].astype(np.int64),
+            transform=["identity"] * count,
             seed=np.full(count, self.seed, np.int64),
         )
 
@@ -165,13 +169,20 @@ class AugmentedConditions(ConditionSource):
         gy, gx = torch.meshgrid(lin, lin, indexing="ij")
         inv_scale = torch.tensor([1.0 / p[5] for p in plans], device=dev).view(-1, 1, 1)
         grid = torch.stack([gx * inv_scale + disp[:, 0], gy * inv_scale + disp[:, 1]], dim=-1)
-        warped = F.grid_sample(torch.from_numpy(src).to(dev), grid, mode="bilinear",
-                               padding_mode="reflection", align_corners=True)
+        warped = F.grid_sample(
+            torch.from_numpy(src).to(dev),
+            grid,
+            mode="bilinear",
+            padding_mode="reflection",
+            align_corners=True,
+        )
         binary = (warped >= 0.5).to(torch.uint8).cpu().numpy()
         return Conditions(
-            masks=binary[:, 0], structure=binary[:, 1],
+            masks=binary[:, 0],
+            structure=binary[:, 1],
             source_index=self.rows[[p[0] for p in plans]].astype(np.int64),
-            transform=transforms, seed=np.array([p[7] for p in plans], np.int64),
+            transform=transforms,
+            seed=np.array([p[7] for p in plans], np.int64),
         )
 
 

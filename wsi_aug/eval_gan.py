@@ -142,6 +142,7 @@ def structure_function(
     except ImportError:
         reason = "wsi_aug.structure.structure_map not available"
     else:
+
         def fn(image: np.ndarray) -> np.ndarray:
             return np.asarray(structure_map(image, **params), np.uint8)
 
@@ -234,7 +235,8 @@ def _save_grid(
         for i in rows
     ]
     return save_grid(
-        grid, path,
+        grid,
+        path,
         column_titles=["real source", "structure", "synthetic", "synthetic mask", "U-Net (real)"],
         title="eval-gan: real and synthetic patches",
     )
@@ -270,10 +272,14 @@ def eval_gan(
     sg = store.open_stage(wd.synthetic, stage="synthetic", made_by=SYNTH_MADE_BY)
     store.open_stage(wd.structure, stage="structure", made_by=STRUCTURE_MADE_BY)
     params = {
-        "n_pairs": int(n_pairs), "seed": int(seed), "unet_epochs": int(unet_epochs),
-        "unet_width": float(unet_width), "batch_size": int(batch_size),
+        "n_pairs": int(n_pairs),
+        "seed": int(seed),
+        "unet_epochs": int(unet_epochs),
+        "unet_width": float(unet_width),
+        "batch_size": int(batch_size),
         "unet_samples_per_epoch": unet_samples_per_epoch,
-        "max_images": int(max_images), "grid_rows": int(grid_rows),
+        "max_images": int(max_images),
+        "grid_rows": int(grid_rows),
     }
     inputs = {
         "patches": store.stage_fingerprint(wd.patches),
@@ -308,14 +314,27 @@ def eval_gan(
         groups = np.where(src >= 0, src, -1 - np.arange(len(sx)))  # unknown: its own group
 
         model, hist = train_unet(
-            images[train], masks[train], images[val], masks[val],
-            epochs=unet_epochs, batch_size=batch_size, width=unet_width, seed=seed,
-            samples_per_epoch=unet_samples_per_epoch, device=dev, progress=progress,
+            images[train],
+            masks[train],
+            images[val],
+            masks[val],
+            epochs=unet_epochs,
+            batch_size=batch_size,
+            width=unet_width,
+            seed=seed,
+            samples_per_epoch=unet_samples_per_epoch,
+            device=dev,
+            progress=progress,
             desc="eval-gan U-Net (real)",
         )
         metrics = image_set_metrics(
-            images[ref_idx], sx, n_pairs=n_pairs, seed=seed,
-            other_groups=groups, encoder=model, batch_size=batch_size,
+            images[ref_idx],
+            sx,
+            n_pairs=n_pairs,
+            seed=seed,
+            other_groups=groups,
+            encoder=model,
+            batch_size=batch_size,
         )
         s_params = (store.read_meta(wd.structure) or {}).get("params") or {}
         fn, method = structure_function(s_params, probe=images[0])
@@ -333,11 +352,15 @@ def eval_gan(
         metrics = {k: float(metrics[k]) for k in order}
         notes = {"structure_iou": f"{DESCRIPTIONS['structure_iou']}; thresholding: {method}"}
         with store.build(path, stage=STAGE, params=params, inputs=inputs) as g:
-            store.write_table(g, "metrics", {
-                "metric": list(metrics),
-                "value": np.array(list(metrics.values()), np.float64),
-                "meaning": [notes.get(k) or DESCRIPTIONS[k] for k in metrics],
-            })
+            store.write_table(
+                g,
+                "metrics",
+                {
+                    "metric": list(metrics),
+                    "value": np.array(list(metrics.values()), np.float64),
+                    "meaning": [notes.get(k) or DESCRIPTIONS[k] for k in metrics],
+                },
+            )
             g.attrs["structure_method"] = method
             g.attrs["unet_best_epoch"] = int(hist.best_epoch)
             folder = Path(g.store.root)
@@ -354,8 +377,13 @@ def eval_gan(
     grid = wd.eval_gan / "grid.png"
     shutil.copyfile(path / "grid.png", grid)
     return EvalGanResult(
-        metrics=metrics, notes=notes, table=metrics_markdown(metrics, notes),
-        csv=files["csv"], markdown=files["markdown"], grid=grid, store=res,
+        metrics=metrics,
+        notes=notes,
+        table=metrics_markdown(metrics, notes),
+        csv=files["csv"],
+        markdown=files["markdown"],
+        grid=grid,
+        store=res,
     )
 
 

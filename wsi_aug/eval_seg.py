@@ -161,8 +161,12 @@ def plot_metrics(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, marker in (("dice", "o"), ("mean_dice", "s"), ("obj_f1", "^")):
         ax.errorbar(
-            x, [r[f"{m}_mean"] for r in order], yerr=[r[f"{m}_std"] for r in order],
-            marker=marker, capsize=3, label=METRIC_TITLES[m],
+            x,
+            [r[f"{m}_mean"] for r in order],
+            yerr=[r[f"{m}_std"] for r in order],
+            marker=marker,
+            capsize=3,
+            label=METRIC_TITLES[m],
         )
     ax.set_xlabel("fraction of synthetic training samples")
     ax.set_ylabel("score on the real test split")
@@ -312,9 +316,16 @@ def _run_seed(
         return [i if src == "real" else k_real + i for src, i in draw]
 
     model, hist = train_unet(
-        pool_x, pool_y, data.val_x, data.val_y,
-        seed=seed, sampler=sampler, samples_per_epoch=n_samples, progress=progress,
-        desc=f"U-Net r={ratio:g} seed {seed}", **train_kwargs,
+        pool_x,
+        pool_y,
+        data.val_x,
+        data.val_y,
+        seed=seed,
+        sampler=sampler,
+        samples_per_epoch=n_samples,
+        progress=progress,
+        desc=f"U-Net r={ratio:g} seed {seed}",
+        **train_kwargs,
     )
     pred = predict(model, data.test_x, batch_size=train_kwargs.get("batch_size", 8))
     scores = segmentation_metrics(pred, crop_masks(data.test_y, pred.shape[1:]))
@@ -400,9 +411,14 @@ def eval_seg(
         "augment": bool(augment),
     }
     train_kwargs = {
-        "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-        "width": float(width), "batch_norm": bool(batch_norm), "padding": padding,
-        "augment": bool(augment), "device": dev,
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "width": float(width),
+        "batch_norm": bool(batch_norm),
+        "padding": padding,
+        "augment": bool(augment),
+        "device": dev,
     }
     data: _Data | None = None
     rows: list[dict[str, Any]] = []
@@ -422,8 +438,12 @@ def eval_seg(
                     if str(s) in done:
                         continue
                     done[str(s)] = _run_seed(
-                        data, ratio=ratio, seed=s, real_fraction=real_fraction,
-                        samples_per_epoch=samples_per_epoch, train_kwargs=train_kwargs,
+                        data,
+                        ratio=ratio,
+                        seed=s,
+                        real_fraction=real_fraction,
+                        samples_per_epoch=samples_per_epoch,
+                        train_kwargs=train_kwargs,
                         progress=progress,
                     )
                     g.attrs["seed_rows"] = json.dumps(done)
@@ -437,8 +457,9 @@ def eval_seg(
                 )
                 write_csv(per_seed, Path(g.store.root) / "per_seed.csv")
             res = StageResult(path, False, store.read_meta(path) or {})
-        table = store.read_table(store.open_stage(path, stage=STAGE, made_by="wsi-aug eval-seg"),
-                                 "per_seed")
+        table = store.read_table(
+            store.open_stage(path, stage=STAGE, made_by="wsi-aug eval-seg"), "per_seed"
+        )
         per_seed = [
             {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in table.items()}
             for i in range(len(next(iter(table.values()))))

@@ -117,9 +117,9 @@ def match_objects(
         return 0, n_p, n_t
     # Overlap counts of every (pred, target) component pair in one bincount.
     both = (lp > 0) & (lt > 0)
-    inter = np.bincount(
-        (lp[both] - 1) * n_t + (lt[both] - 1), minlength=n_p * n_t
-    ).reshape(n_p, n_t)
+    inter = np.bincount((lp[both] - 1) * n_t + (lt[both] - 1), minlength=n_p * n_t).reshape(
+        n_p, n_t
+    )
     area_p = np.bincount(lp.ravel(), minlength=n_p + 1)[1:]
     area_t = np.bincount(lt.ravel(), minlength=n_t + 1)[1:]
     ious = inter / (area_p[:, None] + area_t[None, :] - inter)
@@ -129,9 +129,7 @@ def match_objects(
     return tp, n_p - tp, n_t - tp
 
 
-def object_scores(
-    pred: np.ndarray, target: np.ndarray, iou_threshold: float = 0.5
-) -> ObjectScores:
+def object_scores(pred: np.ndarray, target: np.ndarray, iou_threshold: float = 0.5) -> ObjectScores:
     """Object-level counts summed over (N, H, W) stacks (or one (H, W) patch)."""
     p, t = _binary_pair(pred, target)
     if p.ndim == 2:

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,3 +304,34 @@ class WorkDir:
     @property
     def figures(self) -> Path:
         return self.root / "figures"
+
+
+def describe_work(root: str | os.PathLike[str]) -> str:
+    """A few lines per stage store of a work folder: stage, state, when, arrays, parameters."""
+    base = Path(root)
+    if not base.is_dir():
+        return f"{base}: no work folder yet (the stages create it)"
+    lines = [f"work folder {base}"]
+    stores = sorted(p for p in base.rglob("*.zarr") if not p.name.startswith("."))
+    stores = [p for p in stores if not any(q.suffix == ".zarr" for q in p.parents)]
+    for p in stores:
+        meta = read_meta(p)
+        if meta is None:
+            lines.append(f"  {p.relative_to(base)}: not a wsi-aug store")
+            continue
+        state = f"complete {meta.get('completed_at', '')}" if meta.get("complete") else "INCOMPLETE"
+        lines.append(f"  {p.relative_to(base)}: stage {meta.get('stage')}, {state}")
+        group = zarr.open_group(p, mode="r")
+        with warnings.catch_warnings():  # stages keep PNG/CSV/checkpoint files beside their arrays
+            warnings.simplefilter("ignore")
+            arrays = sorted(group.arrays())
+        for name, arr in arrays:
+            lines.append(f"      {name} {tuple(arr.shape)} {arr.dtype}")
+        params = ", ".join(f"{k}={v}" for k, v in (meta.get("params") or {}).items())
+        lines.append(f"      params: {params}"[:300])
+    partial = sorted(q.name for q in base.glob(".*.partial-*"))
+    if partial:
+        lines.append(f"  resumable partial runs: {', '.join(partial)} (continue with --resume)")
+    if len(lines) == 1:
+        lines.append("  no stage store yet; start with `wsi-aug extract SLIDES`")
+    return "\n".join(lines)

@@ -36,18 +36,23 @@ def resolve_checkpoint(work: Path, checkpoint: Path | None = None) -> tuple[Path
     try:
         cfg = GanConfig.from_dict(dict(gan.attrs["config"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise StageMissingError(f"{wd.gan}: no usable GAN config in its attributes ({exc}); "
-                                f"rebuild it with `{GAN_BY} --force`") from exc
+        raise StageMissingError(
+            f"{wd.gan}: no usable GAN config in its attributes ({exc}); "
+            f"rebuild it with `{GAN_BY} --force`"
+        ) from exc
     if checkpoint is None:
         found = latest_checkpoint(wd.gan / "checkpoints")
         if found is None:
-            raise StageMissingError(f"{wd.gan}: holds no checkpoint; rebuild it with "
-                                    f"`{GAN_BY} --force`")
+            raise StageMissingError(
+                f"{wd.gan}: holds no checkpoint; rebuild it with `{GAN_BY} --force`"
+            )
         return found, cfg
     path = Path(checkpoint)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; pass an existing --checkpoint "
-                              f"(default: the latest of {wd.gan})")
+        raise CheckpointError(
+            f"{path}: no such checkpoint file; pass an existing --checkpoint "
+            f"(default: the latest of {wd.gan})"
+        )
     return path, cfg
 
 
@@ -81,11 +86,15 @@ def synthesize(
     ckpt, cfg = resolve_checkpoint(work, checkpoint)
     patches, _ = open_inputs(work)
     size = int(patches["masks"].shape[-1])
-    inputs = {"gan": store.stage_fingerprint(wd.gan), "checkpoint": store.fingerprint_file(ckpt),
-              **input_fingerprints(work)}
+    inputs = {
+        "gan": store.stage_fingerprint(wd.gan),
+        "checkpoint": store.fingerprint_file(ckpt),
+        **input_fingerprints(work),
+    }
     params = {"n": n, "source": source, "seed": seed}
-    cached = store.cached_result(wd.synthetic, stage=STAGE, params=params, inputs=inputs,
-                                 force=force)
+    cached = store.cached_result(
+        wd.synthetic, stage=STAGE, params=params, inputs=inputs, force=force
+    )
     if cached is not None:
         if export_png is not None:
             export_pngs(cached.path, export_png, progress=progress)
@@ -93,17 +102,23 @@ def synthesize(
     dev = resolve_device(device)
     generator, _ = load_generator(ckpt, expected=cfg, device=dev)
     if cfg.size != size:
-        raise CheckpointError(f"{ckpt}: made for {cfg.size} px patches, {wd.patches} holds {size} "
-                              f"px; retrain with `{GAN_BY}` or pass the matching --checkpoint")
+        raise CheckpointError(
+            f"{ckpt}: made for {cfg.size} px patches, {wd.patches} holds {size} "
+            f"px; retrain with `{GAN_BY}` or pass the matching --checkpoint"
+        )
     masks, maps, rows = load_train_conditions(work)
     conditions = make_source(source, masks, maps, rows, seed)
     cuda = dev.type == "cuda"
     if cuda:
         generator = generator.to(memory_format=torch.channels_last)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
-                else contextlib.nullcontext())
-    provenance: dict[str, list[Any]] = {"source_index": [], "source": [], "transform": [],
-                                        "seed": [], "checkpoint": []}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    provenance: dict[str, list[Any]] = {
+        "source_index": [],
+        "source": [],
+        "transform": [],
+        "seed": [],
+        "checkpoint": [],
+    }
     with store.build(wd.synthetic, stage=STAGE, params=params, inputs=inputs) as group:
         images = store.create_stack(group, "images", (n, size, size, 3))
         out_masks = store.create_stack(group, "masks", (n, size, size))
@@ -112,30 +127,43 @@ def synthesize(
             for start in range(0, n, batch_size):
                 count = min(batch_size, n - start)
                 batch = conditions.batch(start, count, device=dev)
-                x = torch.from_numpy(condition_array(batch.masks, batch.structure,
-                                                     cfg.no_structure)).to(dev)
+                x = torch.from_numpy(
+                    condition_array(batch.masks, batch.structure, cfg.no_structure)
+                ).to(dev)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.no_grad(), autocast:
                     y = generator(x)
-                images[start:start + count] = to_uint8_image(y)
-                out_masks[start:start + count] = batch.masks
-                out_structure[start:start + count] = batch.structure
+                images[start : start + count] = to_uint8_image(y)
+                out_masks[start : start + count] = batch.masks
+                out_structure[start : start + count] = batch.structure
                 provenance["source_index"] += batch.source_index.tolist()
                 provenance["source"] += [source] * count
                 provenance["transform"] += batch.transform
                 provenance["seed"] += batch.seed.tolist()
                 provenance["checkpoint"] += [inputs["checkpoint"]] * count
                 bar.update(count)
-        store.write_table(group, "provenance", {
-            "source_index": np.asarray(provenance["source_index"], np.int64),
-            "source": provenance["source"],
-            "transform": provenance["transform"],
-            "seed": np.asarray(provenance["seed"], np.int64),
-            "checkpoint": provenance["checkpoint"],
-        })
-        group.attrs.update({"size": size, "n": n, "source": source, "seed": seed,
-                            "checkpoint": str(ckpt), "config": cfg.to_dict()})
+        store.write_table(
+            group,
+            "provenance",
+            {
+                "source_index": np.asarray(provenance["source_index"], np.int64),
+                "source": provenance["source"],
+                "transform": provenance["transform"],
+                "seed": np.asarray(provenance["seed"], np.int64),
+                "checkpoint": provenance["checkpoint"],
+            },
+        )
+        group.attrs.update(
+            {
+                "size": size,
+                "n": n,
+                "source": source,
+                "seed": seed,
+                "checkpoint": str(ckpt),
+                "config": cfg.to_dict(),
+            }
+        )
     result = store.StageResult(wd.synthetic, False, store.read_meta(wd.synthetic) or {})
     if export_png is not None:
         export_pngs(result.path, export_png, progress=progress)
@@ -154,11 +182,12 @@ def export_pngs(synthetic: Path, out: Path, *, progress: bool = False, chunk: in
     (Path(out) / "masks").mkdir(parents=True, exist_ok=True)
     with tqdm(total=n, unit="png", desc="export", disable=not progress) as bar:
         for start in range(0, n, chunk):
-            imgs, ms = images[start:start + chunk], masks[start:start + chunk]
+            imgs, ms = images[start : start + chunk], masks[start : start + chunk]
             for k in range(len(imgs)):
                 name = f"{start + k:0{width}d}.png"
                 Image.fromarray(np.asarray(imgs[k], np.uint8)).save(Path(out) / "images" / name)
                 Image.fromarray((np.asarray(ms[k]) > 0).astype(np.uint8) * 255).save(
-                    Path(out) / "masks" / name)
+                    Path(out) / "masks" / name
+                )
             bar.update(len(imgs))
     return Path(out)

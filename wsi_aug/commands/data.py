@@ -32,7 +32,8 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@work_option
 @click.option(
     "--as-annotation",
     is_flag=True,
@@ -43,6 +44,7 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
 @annotation_options
 def info(
     paths: tuple[Path, ...],
+    work: Path,
     as_annotation: bool,
     backend: str,
     slide_mpp: float | None,
@@ -52,8 +54,15 @@ def info(
     mask_channel: int | None,
 ) -> None:
     """Describe slides (vendor, backend, levels, mpp, objective, associated images) and
-    annotation files (objects per class; what was repaired, dropped or skipped)."""
+    annotation files (objects per class; what was repaired, dropped or skipped); with no PATHS,
+    the stage stores of the work folder."""
     from wsi_aug.errors import WsiAugError
+
+    if not paths:
+        from wsi_aug.store import describe_work
+
+        click.echo(describe_work(work))
+        return
 
     failures = 0
     for path in paths:
@@ -84,16 +93,21 @@ def info(
 
 
 @click.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", required=False, type=click.Path(file_okay=False, path_type=Path))
+@work_option
 @click.option("--slides", "n_slides", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--width", type=click.IntRange(min=256), default=4096, show_default=True)
 @click.option("--height", type=click.IntRange(min=256), default=3072, show_default=True)
 @click.option("--mpp", type=float, default=0.5, show_default=True, help="Pixel size written.")
 @seed_option
-def phantom(out: Path, n_slides: int, width: int, height: int, mpp: float, seed: int) -> None:
-    """Write synthetic PAS-like kidney slides (pyramidal JPEG TIFF) with GeoJSON glomeruli."""
+def phantom(
+    out: Path | None, work: Path, n_slides: int, width: int, height: int, mpp: float, seed: int
+) -> None:
+    """Write synthetic PAS-like kidney slides (pyramidal JPEG TIFF) with GeoJSON glomeruli
+    into OUT (default: WORK/slides)."""
     from wsi_aug.phantom import make_phantom_dataset
 
+    out = out or work / "slides"
     pairs = make_phantom_dataset(
         out, slides=n_slides, seed=seed, width=width, height=height, mpp=mpp
     )

@@ -17,8 +17,14 @@ def _print_outputs(work: Path) -> None:
 
     wd = WorkDir(work)
     wanted = [
-        wd.patches, wd.structure, wd.figures / "structure-grid.png", wd.gan, wd.synthetic,
-        wd.eval_seg / "results.md", wd.eval_seg / "dice.png", wd.eval_gan / "results.md",
+        wd.patches,
+        wd.structure,
+        wd.figures / "structure-grid.png",
+        wd.gan,
+        wd.synthetic,
+        wd.eval_seg / "results.md",
+        wd.eval_seg / "dice.png",
+        wd.eval_gan / "results.md",
         wd.eval_gan / "grid.png",
     ]
     click.echo("outputs:")
@@ -32,10 +38,18 @@ def _print_outputs(work: Path) -> None:
 
 @click.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Work folder (default: the file's `work`, else ./wsi-aug-work).")
-@click.option("--only", multiple=True, type=click.Choice(STAGE_NAMES),
-              help="Run only these stages (repeatable).")
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Work folder (default: the file's `work`, else ./wsi-aug-work).",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(STAGE_NAMES),
+    help="Run only these stages (repeatable).",
+)
 @force_option
 def run(pipeline: Path, work: Path | None, only: tuple[str, ...], force: bool) -> None:
     """Run every stage a pipeline file (TOML or YAML) names; cached stages are skipped."""
@@ -48,8 +62,13 @@ def run(pipeline: Path, work: Path | None, only: tuple[str, ...], force: bool) -
 
 
 @click.command()
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("wsi-aug-work/demo"), show_default=True, help="Work folder.")
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("wsi-aug-work/demo"),
+    show_default=True,
+    help="Work folder.",
+)
 @force_option
 def demo(work: Path, force: bool) -> None:
     """Run the whole pipeline on phantom slides the tool makes itself (tiny models, CPU)."""

@@ -55,8 +55,10 @@ class Checkpoint:
 
 def _module_state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
     """A module's state dict as contiguous, unshared CPU tensors under `prefix/`."""
-    return {f"{prefix}/{k}": v.detach().cpu().clone().contiguous()
-            for k, v in module.state_dict().items()}
+    return {
+        f"{prefix}/{k}": v.detach().cpu().clone().contiguous()
+        for k, v in module.state_dict().items()
+    }
 
 
 def flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
@@ -69,8 +71,10 @@ def flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, tor
                 tensors[f"{prefix}/{idx}/{key}"] = value.detach().cpu().clone().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-              for g in state["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+        for g in state["param_groups"]
+    ]
     return tensors, json.dumps({"param_groups": groups, "scalars": scalars})
 
 
@@ -80,7 +84,7 @@ def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], text: str
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith(prefix + "/"):
-            idx, key = name[len(prefix) + 1:].split("/", 1)
+            idx, key = name[len(prefix) + 1 :].split("/", 1)
             state.setdefault(int(idx), {})[key] = value
     for idx, entry in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(entry)
@@ -193,7 +197,10 @@ def load_checkpoint(path: str | os.PathLike[str], *, generator_only: bool = Fals
             tensors = {k: f.get_tensor(k) for k in names}
         config = GanConfig.from_dict(json.loads(meta["config"]))
         ck = Checkpoint(
-            path=p, config=config, step=int(meta["step"]), epoch=int(meta["epoch"]),
+            path=p,
+            config=config,
+            step=int(meta["step"]),
+            epoch=int(meta["epoch"]),
             epoch_step=int(meta.get("epoch_step", 0)),
             generator={k[2:]: v for k, v in tensors.items() if k.startswith("G/")},
             discriminator={k[2:]: v for k, v in tensors.items() if k.startswith("D/")},

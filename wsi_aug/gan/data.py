@@ -43,8 +43,10 @@ def open_inputs(work: Path) -> tuple[zarr.Group, zarr.Group]:
 def input_fingerprints(work: Path) -> dict[str, str]:
     """The fingerprints of the patches and structure stores, for the cache keys of later stages."""
     wd = store.WorkDir(Path(work))
-    return {"patches": store.stage_fingerprint(wd.patches),
-            "structure": store.stage_fingerprint(wd.structure)}
+    return {
+        "patches": store.stage_fingerprint(wd.patches),
+        "structure": store.stage_fingerprint(wd.structure),
+    }
 
 
 @dataclass
@@ -186,7 +188,10 @@ class PairSampler:
         pairs = self.epoch_pairs(epoch)
         if world_size > 1:
             sampler = DistributedSampler(
-                range(len(pairs)), num_replicas=world_size, rank=rank, shuffle=False,
+                range(len(pairs)),
+                num_replicas=world_size,
+                rank=rank,
+                shuffle=False,
                 drop_last=True,
             )
             pairs = pairs[list(sampler)]
@@ -197,7 +202,7 @@ class PairSampler:
                 f"than --pairs-per-step {pairs_per_step} x {world_size} process(es); lower "
                 "--pairs-per-step or extract more glomeruli"
             )
-        return [pairs[i * pairs_per_step:(i + 1) * pairs_per_step] for i in range(n_steps)]
+        return [pairs[i * pairs_per_step : (i + 1) * pairs_per_step] for i in range(n_steps)]
 
 
 def make_batch(

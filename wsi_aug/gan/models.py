@@ -23,8 +23,17 @@ import torch
 from torch import nn
 
 # The fields that define the networks' shapes: a checkpoint loads only into the same values.
-ARCH_FIELDS = ("size", "in_channels", "out_channels", "ngf", "ndf", "disc", "d_conditional",
-               "kernel", "n_dropout")
+ARCH_FIELDS = (
+    "size",
+    "in_channels",
+    "out_channels",
+    "ngf",
+    "ndf",
+    "disc",
+    "d_conditional",
+    "kernel",
+    "n_dropout",
+)
 
 
 @dataclass(frozen=True)
@@ -247,8 +256,15 @@ def _materialise(make: Any, generator: torch.Generator | None) -> nn.Module:
 def build_generator(cfg: GanConfig, generator: torch.Generator | None = None) -> UNetGenerator:
     """The U-Net generator of a config, initialised from `generator` (a fresh one if None)."""
     return _materialise(
-        lambda: UNetGenerator(cfg.in_channels, cfg.out_channels, cfg.size, cfg.ngf, cfg.kernel,
-                              cfg.dropout, cfg.n_dropout),
+        lambda: UNetGenerator(
+            cfg.in_channels,
+            cfg.out_channels,
+            cfg.size,
+            cfg.ngf,
+            cfg.kernel,
+            cfg.dropout,
+            cfg.n_dropout,
+        ),
         generator,
     )
 

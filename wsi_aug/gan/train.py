@@ -127,10 +127,12 @@ class GanTrainer:
         set_dropout_generator(self.G, self.dropout_rng)
         self.np_rng = np.random.default_rng([seed, rank, 2])
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas,
-                                      capturable=self.fast)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas,
-                                      capturable=self.fast)
+        self.opt_g = torch.optim.Adam(
+            self.G.parameters(), lr=cfg.lr, betas=betas, capturable=self.fast
+        )
+        self.opt_d = torch.optim.Adam(
+            self.D.parameters(), lr=cfg.lr, betas=betas, capturable=self.fast
+        )
         self.g_net: nn.Module = self.G
         self.d_net: nn.Module = self.D
         if world_size > 1:
@@ -150,8 +152,9 @@ class GanTrainer:
     # -- one step ---------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         # cache_enabled=False: autocast's weight cache must not outlive a CUDA-graph capture.
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp,
-                              cache_enabled=False)
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False
+        )
 
     def _d_input(self, x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
         return torch.cat([x.to(img.dtype), img], 1) if self.cfg.d_conditional else img
@@ -182,7 +185,12 @@ class GanTrainer:
         with self._autocast():
             d_fake_g = self.D(self._d_input(x, fake))
         total, adv, l1, ms = generator_losses(
-            d_fake_g, fake, y, x, l1_weight=cfg.l1_weight, ms_weight=cfg.ms_weight,
+            d_fake_g,
+            fake,
+            y,
+            x,
+            l1_weight=cfg.l1_weight,
+            ms_weight=cfg.ms_weight,
             ms_eps=cfg.ms_eps,
         )
         total.backward()
@@ -229,8 +237,10 @@ class GanTrainer:
             if hasattr(graph, "register_generator_state"):
                 graph.register_generator_state(self.dropout_rng)
             else:  # older torch: only the default CUDA generator is graph-safe
-                log.info("this torch cannot register generators with a CUDA graph; dropout "
-                         "draws from the default CUDA generator")
+                log.info(
+                    "this torch cannot register generators with a CUDA graph; dropout "
+                    "draws from the default CUDA generator"
+                )
                 set_dropout_generator(self.G, None)
             # grads to None so the captured backward allocates them from the graph's pool
             self.opt_g.zero_grad(set_to_none=True)
@@ -260,13 +270,23 @@ class GanTrainer:
             return states
         return [state]
 
-    def save(self, path: Path, numpy_states: list[dict[str, Any]],
-             extra: dict[str, Any] | None = None) -> Path:
+    def save(
+        self, path: Path, numpy_states: list[dict[str, Any]], extra: dict[str, Any] | None = None
+    ) -> Path:
         """Write a checkpoint of everything needed to continue exactly."""
         return save_checkpoint(
-            path, config=self.cfg, generator=self.G, discriminator=self.D, opt_g=self.opt_g,
-            opt_d=self.opt_d, step=self.step, epoch=self.epoch, epoch_step=self.epoch_step,
-            torch_rng=self.dropout_rng.get_state(), numpy_rng=numpy_states, extra=extra,
+            path,
+            config=self.cfg,
+            generator=self.G,
+            discriminator=self.D,
+            opt_g=self.opt_g,
+            opt_d=self.opt_d,
+            step=self.step,
+            epoch=self.epoch,
+            epoch_step=self.epoch_step,
+            torch_rng=self.dropout_rng.get_state(),
+            numpy_rng=numpy_states,
+            extra=extra,
         )
 
     def load(self, ck: Checkpoint) -> None:
@@ -277,8 +297,10 @@ class GanTrainer:
         load_state(self.G, ck.generator, ck.path, "generator")
         load_state(self.D, ck.discriminator, ck.path, "discriminator")
         if ck.opt_g is None or ck.opt_d is None:
-            raise WsiAugError(f"{ck.path}: holds no optimiser state, so training cannot resume "
-                              "from it; train without --resume")
+            raise WsiAugError(
+                f"{ck.path}: holds no optimiser state, so training cannot resume "
+                "from it; train without --resume"
+            )
         load_optimizer(self.opt_g, ck.opt_g)
         load_optimizer(self.opt_d, ck.opt_d)
         self.step, self.epoch, self.epoch_step = ck.step, ck.epoch, ck.epoch_step
@@ -292,8 +314,12 @@ class GanTrainer:
         if len(states) == self.world_size:
             self.np_rng.bit_generator.state = states[self.rank]
         else:
-            log.info("%s: saved by %d process(es), resumed by %d; augmentation reseeded",
-                     ck.path, len(states), self.world_size)
+            log.info(
+                "%s: saved by %d process(es), resumed by %d; augmentation reseeded",
+                ck.path,
+                len(states),
+                self.world_size,
+            )
             self.np_rng = np.random.default_rng([self.seed, self.rank, 2, ck.step])
 
     def generate(self, x: torch.Tensor) -> torch.Tensor:
@@ -377,8 +403,13 @@ class _LossLog:
             csv.writer(f).writerows(rows)
         if self.tb is not None:
             for step, _, d, adv, l1, ms, its in rows:
-                for name, v in (("d_loss", d), ("g_adv", adv), ("g_l1", l1), ("g_ms", ms),
-                                ("it_per_s", its)):
+                for name, v in (
+                    ("d_loss", d),
+                    ("g_adv", adv),
+                    ("g_l1", l1),
+                    ("g_ms", ms),
+                    ("it_per_s", its),
+                ):
                     self.tb.add_scalar(f"train/{name}", float(v), int(step))
 
     def close(self) -> None:
@@ -395,9 +426,12 @@ def _sample_grid(trainer: GanTrainer, val: GanData, folder: Path, epoch: int) ->
     rows = [[val.masks[i], val.maps[i], fake[i], val.images[i]] for i in range(len(val))]
     from wsi_aug.figures import save_grid
 
-    save_grid(rows, folder / "samples" / f"epoch-{epoch:04d}.png",
-              column_titles=["mask", "structure", "generated", "real"],
-              title=f"epoch {epoch}, step {trainer.step}")
+    save_grid(
+        rows,
+        folder / "samples" / f"epoch-{epoch:04d}.png",
+        column_titles=["mask", "structure", "generated", "real"],
+        title=f"epoch {epoch}, step {trainer.step}",
+    )
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -406,8 +440,12 @@ def _normalise(value: Any) -> Any:
 
 
 def _resume_source(
-    wd: store.WorkDir, partial: Path, params: dict[str, Any], inputs: dict[str, Any],
-    epochs: int, max_steps: int | None,
+    wd: store.WorkDir,
+    partial: Path,
+    params: dict[str, Any],
+    inputs: dict[str, Any],
+    epochs: int,
+    max_steps: int | None,
 ) -> Path | None:
     """The checkpoint to resume from: the partial folder's, else a compatible finished store's."""
     ck = latest_checkpoint(partial / "checkpoints")
@@ -463,20 +501,52 @@ def train_gan(
     checkpoint is written where it stops).
     """
     result, _ = _train(
-        work, epochs=epochs, pairs_per_step=pairs_per_step, lr=lr, betas=betas,
-        l1_weight=l1_weight, ms_weight=ms_weight, d_conditional=d_conditional,
-        no_structure=no_structure, disc=disc, ngf=ngf, ndf=ndf, seed=seed, device=device,
-        checkpoint_every=checkpoint_every, fast=fast, resume=resume, force=force,
-        progress=progress, max_steps=max_steps,
+        work,
+        epochs=epochs,
+        pairs_per_step=pairs_per_step,
+        lr=lr,
+        betas=betas,
+        l1_weight=l1_weight,
+        ms_weight=ms_weight,
+        d_conditional=d_conditional,
+        no_structure=no_structure,
+        disc=disc,
+        ngf=ngf,
+        ndf=ndf,
+        seed=seed,
+        device=device,
+        checkpoint_every=checkpoint_every,
+        fast=fast,
+        resume=resume,
+        force=force,
+        progress=progress,
+        max_steps=max_steps,
     )
     return result
 
 
 def _train(
-    work: Path, *, epochs: int, pairs_per_step: int, lr: float, betas: tuple[float, float],
-    l1_weight: float, ms_weight: float, d_conditional: bool, no_structure: bool, disc: str,
-    ngf: int, ndf: int, seed: int, device: str, checkpoint_every: int, fast: bool | None,
-    resume: bool, force: bool, progress: bool, max_steps: int | None,
+    work: Path,
+    *,
+    epochs: int,
+    pairs_per_step: int,
+    lr: float,
+    betas: tuple[float, float],
+    l1_weight: float,
+    ms_weight: float,
+    d_conditional: bool,
+    no_structure: bool,
+    disc: str,
+    ngf: int,
+    ndf: int,
+    seed: int,
+    device: str,
+    checkpoint_every: int,
+    fast: bool | None,
+    resume: bool,
+    force: bool,
+    progress: bool,
+    max_steps: int | None,
 ) -> tuple[store.StageResult, GanTrainer | None]:
     """`train_gan`, also returning the trainer (None when cached) for tests and benchmarks."""
     if epochs < 1 or checkpoint_every < 1 or (max_steps is not None and max_steps < 1):
@@ -490,17 +560,31 @@ def _train(
         patches, _ = open_inputs(work)
         size = int(patches["masks"].shape[-1])
         try:
-            cfg = GanConfig(size=size, ngf=ngf, ndf=ndf, disc=disc, d_conditional=d_conditional,
-                            no_structure=no_structure, l1_weight=float(l1_weight),
-                            ms_weight=float(ms_weight), lr=float(lr), beta1=float(betas[0]),
-                            beta2=float(betas[1]), pairs_per_step=pairs_per_step)
+            cfg = GanConfig(
+                size=size,
+                ngf=ngf,
+                ndf=ndf,
+                disc=disc,
+                d_conditional=d_conditional,
+                no_structure=no_structure,
+                l1_weight=float(l1_weight),
+                ms_weight=float(ms_weight),
+                lr=float(lr),
+                beta1=float(betas[0]),
+                beta2=float(betas[1]),
+                pairs_per_step=pairs_per_step,
+            )
         except ValueError as exc:
             raise WsiAugError(f"{wd.patches}: {exc}") from exc
         inputs = input_fingerprints(work)
-        params = {"config": cfg.to_dict(), "epochs": epochs, "max_steps": max_steps,
-                  "seed": seed, "world_size": ctx.world_size}
-        cached = store.cached_result(wd.gan, stage=STAGE, params=params, inputs=inputs,
-                                     force=force)
+        params = {
+            "config": cfg.to_dict(),
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "seed": seed,
+            "world_size": ctx.world_size,
+        }
+        cached = store.cached_result(wd.gan, stage=STAGE, params=params, inputs=inputs, force=force)
         if cached is not None:
             return cached, None
         data = load_gan_data(work)
@@ -508,13 +592,20 @@ def _train(
         sampler.epoch_steps(0, pairs_per_step, ctx.rank, ctx.world_size)  # fails early if too few
         use_fast = ctx.device.type == "cuda" if fast is None else fast
         if use_fast and ctx.device.type != "cuda":
-            log.info("--fast is ignored on %s: the CUDA-graph step needs CUDA; training eagerly",
-                     ctx.device)
+            log.info(
+                "--fast is ignored on %s: the CUDA-graph step needs CUDA; training eagerly",
+                ctx.device,
+            )
         elif use_fast and ctx.world_size > 1:
-            log.info("--fast is not used with %d processes (DDP); training eagerly",
-                     ctx.world_size)
-        trainer = GanTrainer(cfg, device=ctx.device, seed=seed, fast=use_fast, rank=ctx.rank,
-                             world_size=ctx.world_size)
+            log.info("--fast is not used with %d processes (DDP); training eagerly", ctx.world_size)
+        trainer = GanTrainer(
+            cfg,
+            device=ctx.device,
+            seed=seed,
+            fast=use_fast,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
         if ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         key = store.stage_key(STAGE, params, inputs)
@@ -531,26 +622,41 @@ def _train(
         val = load_gan_data(work, "val", limit=4)
         if not len(val):
             val = load_gan_data(work, "train", limit=4)
-        run = dict(epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                   progress=progress)
+        run = dict(
+            epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every, progress=progress
+        )
         if ctx.rank == 0:
-            with store.build(wd.gan, stage=STAGE, params=params, inputs=inputs,
-                             resumable=True) as group:
-                group.attrs.update({"config": cfg.to_dict(), "size": size, "seed": seed,
-                                    "world_size": ctx.world_size, "device": str(ctx.device),
-                                    "fast": trainer.fast, "amp": trainer.amp})
+            with store.build(
+                wd.gan, stage=STAGE, params=params, inputs=inputs, resumable=True
+            ) as group:
+                group.attrs.update(
+                    {
+                        "config": cfg.to_dict(),
+                        "size": size,
+                        "seed": seed,
+                        "world_size": ctx.world_size,
+                        "device": str(ctx.device),
+                        "fast": trainer.fast,
+                        "amp": trainer.amp,
+                    }
+                )
                 if source is not None and not source.is_relative_to(partial):
                     for name in ("checkpoints", "samples"):
                         if (source.parent.parent / name).is_dir():
-                            shutil.copytree(source.parent.parent / name, partial / name,
-                                            dirs_exist_ok=True)
+                            shutil.copytree(
+                                source.parent.parent / name, partial / name, dirs_exist_ok=True
+                            )
                     if (source.parent.parent / "losses.csv").is_file():
                         shutil.copy2(source.parent.parent / "losses.csv", partial / "losses.csv")
                 _loop(trainer, GanDataset(data, no_structure), sampler, val, partial, **run)
-                group.attrs.update({"steps": trainer.step, "epochs_done": trainer.epoch,
-                                    "train_patches": len(data),
-                                    "latest": (partial / "checkpoints" / "latest")
-                                    .read_text().strip()})
+                group.attrs.update(
+                    {
+                        "steps": trainer.step,
+                        "epochs_done": trainer.epoch,
+                        "train_patches": len(data),
+                        "latest": (partial / "checkpoints" / "latest").read_text().strip(),
+                    }
+                )
         else:
             _loop(trainer, GanDataset(data, no_structure), sampler, val, None, **run)
         _barrier(ctx)
@@ -561,8 +667,15 @@ def _train(
 
 
 def _loop(
-    trainer: GanTrainer, dataset: GanDataset, sampler: PairSampler, val: GanData,
-    out: Path | None, *, epochs: int, max_steps: int | None, checkpoint_every: int,
+    trainer: GanTrainer,
+    dataset: GanDataset,
+    sampler: PairSampler,
+    val: GanData,
+    out: Path | None,
+    *,
+    epochs: int,
+    max_steps: int | None,
+    checkpoint_every: int,
     progress: bool,
 ) -> None:
     """Train until `epochs` (or `max_steps`), logging, drawing samples and checkpointing.
@@ -573,8 +686,14 @@ def _loop(
     per_epoch = len(sampler.epoch_steps(0, k, rank, world))
     total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
     losses = _LossLog(out, trainer.step) if out is not None else None
-    bar = tqdm(total=total, initial=min(trainer.step, total), unit="step", desc="train-gan",
-               disable=not progress or out is None, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=min(trainer.step, total),
+        unit="step",
+        desc="train-gan",
+        disable=not progress or out is None,
+        dynamic_ncols=True,
+    )
     pending: list[tuple[int, int, torch.Tensor]] = []
     clock = [time.perf_counter()]
     saved_at = [trainer.step if trainer.step else -1]
@@ -586,8 +705,10 @@ def _loop(
         now = time.perf_counter()
         rate = len(pending) / max(now - clock[0], 1e-9)
         clock[0] = now
-        rows = [(s, e, *(f"{v:.6g}" for v in vals), f"{rate:.4g}")
-                for (s, e, _), vals in zip(pending, values)]
+        rows = [
+            (s, e, *(f"{v:.6g}" for v in vals), f"{rate:.4g}")
+            for (s, e, _), vals in zip(pending, values)
+        ]
         pending.clear()
         d, adv, l1, ms = values[-1]
         bar.set_postfix(d=f"{d:.3f}", adv=f"{adv:.3f}", l1=f"{l1:.3f}", ms=f"{ms:.3f}")
@@ -604,7 +725,7 @@ def _loop(
     try:
         while trainer.epoch < epochs and not stopped:
             steps = sampler.epoch_steps(trainer.epoch, k, rank, world)
-            for pairs in steps[trainer.epoch_step:]:
+            for pairs in steps[trainer.epoch_step :]:
                 if max_steps is not None and trainer.step >= max_steps:
                     stopped = True
                     break
@@ -642,26 +763,46 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, work: str, out: str,
-                options: dict[str, Any]) -> None:
+def _ddp_worker(
+    rank: int, world_size: int, port: int, work: str, out: str, options: dict[str, Any]
+) -> None:
     """One process of `run_ddp_check`: train with gloo, write this rank's G fingerprint."""
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(rank),
+        }
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         _, trainer = _train(Path(work), **options)
         assert trainer is not None
-        Path(out, f"rank{rank}.json").write_text(json.dumps(
-            {"G": weights_fingerprint(trainer.G), "D": weights_fingerprint(trainer.D),
-             "step": trainer.step}))
+        Path(out, f"rank{rank}.json").write_text(
+            json.dumps(
+                {
+                    "G": weights_fingerprint(trainer.G),
+                    "D": weights_fingerprint(trainer.D),
+                    "step": trainer.step,
+                }
+            )
+        )
     finally:
         dist.destroy_process_group()
 
 
 def run_ddp_check(
-    work: Path, *, world_size: int = 2, max_steps: int = 2, ngf: int = 8, ndf: int = 8,
-    seed: int = 0, spawn: Callable[..., Any] | None = None,
+    work: Path,
+    *,
+    world_size: int = 2,
+    max_steps: int = 2,
+    ngf: int = 8,
+    ndf: int = 8,
+    seed: int = 0,
+    spawn: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train a tiny GAN in `world_size` CPU processes (gloo, DDP) on `work`; per-rank results.
 
@@ -670,11 +811,32 @@ def run_ddp_check(
     """
     import torch.multiprocessing as mp
 
-    options = dict(epochs=1, pairs_per_step=1, lr=2e-4, betas=(0.5, 0.999), l1_weight=10.0,
-                   ms_weight=10.0, d_conditional=False, no_structure=False, disc="paper",
-                   ngf=ngf, ndf=ndf, seed=seed, device="cpu", checkpoint_every=1, fast=False,
-                   resume=False, force=True, progress=False, max_steps=max_steps)
+    options = dict(
+        epochs=1,
+        pairs_per_step=1,
+        lr=2e-4,
+        betas=(0.5, 0.999),
+        l1_weight=10.0,
+        ms_weight=10.0,
+        d_conditional=False,
+        no_structure=False,
+        disc="paper",
+        ngf=ngf,
+        ndf=ndf,
+        seed=seed,
+        device="cpu",
+        checkpoint_every=1,
+        fast=False,
+        resume=False,
+        force=True,
+        progress=False,
+        max_steps=max_steps,
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        (spawn or mp.spawn)(_ddp_worker, args=(world_size, _free_port(), str(work), tmp, options),
-                            nprocs=world_size, join=True)
+        (spawn or mp.spawn)(
+            _ddp_worker,
+            args=(world_size, _free_port(), str(work), tmp, options),
+            nprocs=world_size,
+            join=True,
+        )
         return [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world_size)]
