@@ -418,7 +418,7 @@ class _LossLog:
 
 
 def _sample_grid(trainer: GanTrainer, val: GanData, folder: Path, epoch: int) -> None:
-    """``samples/epoch-XXXX.png``: fixed conditions (mask, structure), generated and real patch."""
+    """``samples/epoch-NNNN.png``: fixed conditions (mask, structure), generated and real patch."""
     if not len(val):
         return
     x = torch.from_numpy(condition_array(val.masks, val.maps, trainer.cfg.no_structure))
@@ -495,7 +495,7 @@ def train_gan(
     """Train the GAN on the train split's positive patches; writes ``<work>/gan.zarr``.
 
     The store's attributes hold the config; inside its folder:
-    ``checkpoints/epoch-XXXX.safetensors`` (+ ``latest``), ``samples/epoch-XXXX.png``,
+    ``checkpoints/epoch-NNNN.safetensors`` (+ ``latest``), ``samples/epoch-NNNN.png``,
     ``losses.csv``. Cached like every stage; ``resume`` continues an interrupted run (or a
     finished one when more epochs are asked). ``max_steps`` caps the total number of steps (a
     checkpoint is written where it stops).
