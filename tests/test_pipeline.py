@@ -72,3 +72,15 @@ def test_shipped_pipelines_parse_and_name_known_keys(path):
         params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
         unknown = set(config[stage]) - set(params)
         assert not unknown, f"{path.name} [{stage}]: {unknown}"
+
+
+def test_yaml_pipeline_files_read_like_toml(phantom_slides, tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(
+        f"work: {tmp_path / 'w'}\nextract:\n  inputs: [{phantom_slides}]\n  size: 32\n  mpp: 4.0\n"
+    )
+    config = load_pipeline(cfg)
+    assert config["extract"]["size"] == 32
+    runs = run_pipeline(config, progress=False)
+    assert [(r.name, r.cached) for r in runs] == [("extract", False)]
+    assert (tmp_path / "w" / "patches.zarr").is_dir()
