@@ -144,6 +144,22 @@ def crop_masks(masks: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return masks[:, top : top + size[0], left : left + size[1]]
 
 
+def _batched(
+    model: UNet,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device | str | None,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+) -> list[np.ndarray]:
+    """`fn` of the model's input over `images` in batches, in eval mode, as numpy arrays."""
+    dev = next(model.parameters()).device if device is None else _device(device)
+    model.to(dev).eval()
+    return [
+        fn(to_input(np.asarray(images[k : k + batch_size]), dev)).cpu().numpy()
+        for k in range(0, len(images), batch_size)
+    ]
+
+
 @torch.inference_mode()
 def predict(
     model: UNet,
@@ -152,12 +168,7 @@ def predict(
     device: torch.device | str | None = None,
 ) -> np.ndarray:
     """Binary masks (N, h, w) uint8 for uint8 (N, H, W, 3) images; h, w = model.output_size."""
-    dev = next(model.parameters()).device if device is None else _device(device)
-    model.to(dev).eval()
-    out = []
-    for k in range(0, len(images), batch_size):
-        logits = model(to_input(np.asarray(images[k : k + batch_size]), dev))
-        out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+    out = _batched(model, images, batch_size, device, lambda x: model(x).argmax(1).to(torch.uint8))
     if not out:
         h = model.output_size(images.shape[1])
         w = model.output_size(images.shape[2])
@@ -173,13 +184,7 @@ def encoder_features(
     device: torch.device | str | None = None,
 ) -> np.ndarray:
     """Globally average-pooled bottleneck features (N, C) of uint8 images, for Fréchet distances."""
-    dev = next(model.parameters()).device if device is None else _device(device)
-    model.to(dev).eval()
-    out = [
-        model.bottleneck_features(to_input(np.asarray(images[k : k + batch_size]), dev))
-        .double()
-        .cpu()
-        .numpy()
-        for k in range(0, len(images), batch_size)
-    ]
+    out = _batched(
+        model, images, batch_size, device, lambda x: model.bottleneck_features(x).double()
+    )
     return np.concatenate(out) if out else np.zeros((0, 0))
