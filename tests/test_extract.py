@@ -149,6 +149,8 @@ def test_nothing_usable_exits_nonzero_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error:") and "broken.svs" in last and "Traceback" not in err
+    work = tmp_path / "w"
+    assert not work.exists() or not any(work.glob("*patches.zarr*"))  # no store, no temp folder
 
 
 def test_empty_folder_and_missing_path(tmp_path, capsys):

@@ -132,3 +132,17 @@ def test_stack_writer_writes_whole_chunks_in_order(tmp_path):
         w.append(data[lo:hi])
     w.close()
     assert w.at == 23 and np.array_equal(arr[:], data)
+
+
+def test_stack_writer_grows_an_empty_stack(tmp_path):
+    g = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    arr = store.create_stack(g, "x", (0, 2), dtype="int32", items_per_chunk=4)
+    assert arr.shape == (0, 2) and arr.chunks == (4, 2)
+    w = store.StackWriter(arr)
+    data = np.arange(22, dtype=np.int32).reshape(11, 2)
+    for lo, hi in [(0, 5), (5, 6), (6, 11)]:
+        w.append(data[lo:hi])
+    assert arr.shape[0] == 8  # only whole chunks so far
+    w.close()
+    reread = zarr.open_group(tmp_path / "s.zarr", mode="r")["x"]
+    assert reread.shape == (11, 2) and np.array_equal(reread[:], data)

@@ -13,7 +13,7 @@ process, in a process pool (``workers``), or on a Dask cluster (``scheduler``) a
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -451,23 +451,17 @@ def plan_tasks(
     return tasks, skipped
 
 
-def _run_tasks(
-    tasks: Sequence[SlideTask], workers: int, scheduler: str | None, progress: bool
-) -> list[SlideOutput]:
-    """Run the per-slide tasks here, in a process pool or on a Dask cluster, in task order."""
-    from tqdm import tqdm
+def _iter_outputs(
+    tasks: Sequence[SlideTask], workers: int, scheduler: str | None
+) -> Iterator[SlideOutput]:
+    """Run the per-slide tasks here, in a process pool or on a Dask cluster; yield in task order.
 
-    bar = tqdm(total=len(tasks), desc="extract", unit="slide", disable=not progress)
-    results: dict[int, SlideOutput] = {}
-
-    def done(i: int, res: SlideOutput) -> None:
-        results[i] = res
-        bar.update(1)
-        bar.set_postfix(patches=sum(len(r.rows) for r in results.values()))
-
+    At most ``2 * workers`` slides are in flight or waiting, so memory holds a few slides'
+    patches, never the whole run's.
+    """
     if scheduler:
         try:
-            from dask.distributed import Client, as_completed
+            from dask.distributed import Client
         except ImportError as exc:
             raise WsiAugError(
                 "--scheduler needs dask.distributed: pip install 'wsi-aug[dask]'"
@@ -477,24 +471,27 @@ def _run_tasks(
         except OSError as exc:
             raise WsiAugError(f"--scheduler {scheduler}: cannot reach it ({exc})") from exc
         with client:
-            futures = client.map(extract_slide, list(tasks), pure=False)
-            index = {f.key: i for i, f in enumerate(futures)}
-            for fut in as_completed(futures):
-                done(index[fut.key], fut.result())
+            futures: list[Any] = client.map(extract_slide, list(tasks), pure=False)
+            for i in range(len(futures)):
+                fut, futures[i] = futures[i], None  # drop each result once it is consumed
+                yield fut.result()
     elif workers > 1 and len(tasks) > 1:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import Future, ProcessPoolExecutor
 
         ctx = mp.get_context("spawn")
+        window = 2 * workers
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            futs = {pool.submit(extract_slide, t): i for i, t in enumerate(tasks)}
-            for fut in as_completed(futs):
-                done(futs[fut], fut.result())
+            pending: dict[int, Future[SlideOutput]] = {}
+            submitted = 0
+            for i in range(len(tasks)):
+                while submitted < len(tasks) and submitted < i + window:
+                    pending[submitted] = pool.submit(extract_slide, tasks[submitted])
+                    submitted += 1
+                yield pending.pop(i).result()
     else:
-        for i, t in enumerate(tasks):
-            done(i, extract_slide(t))
-    bar.close()
-    return [results[i] for i in range(len(tasks))]
+        for t in tasks:
+            yield extract_slide(t)
 
 
 def extract(
@@ -541,42 +538,47 @@ def extract(
     )
     if hit is not None:
         return ExtractResult(hit, summary)
-    outputs = _run_tasks(tasks, workers, scheduler, progress)
-    good = [o for o in outputs if o.error is None and o.rows]
-    for o in outputs:
-        summary.notes.extend(o.notes)
-        if o.error is not None:
-            summary.skipped.append(o.error)
-        elif not o.rows:
-            summary.skipped.append(
-                f"{o.slide}: no patch (no object of the class above the "
-                "minimum area, and no negative window)"
-            )
-        else:
-            pos = sum(r["positive"] for r in o.rows)
-            pad = sum(r["padded"] for r in o.rows)
-            summary.slides_done.append((o.slide.name, pos, len(o.rows) - pos, pad))
-    if report:
-        for line in summary.lines():
-            report(line)
-    if not good:
-        raise WsiAugError("no slide gave a patch: " + " | ".join(summary.skipped))
-    n = sum(len(o.rows) for o in good)
+    from tqdm import tqdm
+
     size = params.size
+    n_patches = 0
     with store.build(wd.patches, stage="extract", params=params.as_dict(), inputs=inputs_fp) as g:
+        # Arrays grow as slides finish: each slide's patches are written, then dropped.
         images = store.StackWriter(
-            store.create_stack(g, "images", (n, size, size, 3), items_per_chunk=16)
+            store.create_stack(g, "images", (0, size, size, 3), items_per_chunk=16)
         )
         masks = store.StackWriter(
-            store.create_stack(g, "masks", (n, size, size), items_per_chunk=16)
+            store.create_stack(g, "masks", (0, size, size), items_per_chunk=16)
         )
         rows: list[dict[str, Any]] = []
-        for o in good:
-            images.append(o.images)
-            masks.append(o.masks)
-            rows.extend(o.rows)
+        bar = tqdm(total=len(tasks), desc="extract", unit="slide", disable=not progress)
+        for o in _iter_outputs(tasks, workers, scheduler):
+            summary.notes.extend(o.notes)
+            if o.error is not None:
+                summary.skipped.append(o.error)
+            elif not o.rows:
+                summary.skipped.append(
+                    f"{o.slide}: no patch (no object of the class above the "
+                    "minimum area, and no negative window)"
+                )
+            else:
+                pos = sum(r["positive"] for r in o.rows)
+                pad = sum(r["padded"] for r in o.rows)
+                summary.slides_done.append((o.slide.name, pos, len(o.rows) - pos, pad))
+                images.append(o.images)
+                masks.append(o.masks)
+                rows.extend(o.rows)
+                n_patches += len(o.rows)
+            bar.update(1)
+            bar.set_postfix(patches=n_patches)
+        bar.close()
         images.close()
         masks.close()
+        if report:
+            for line in summary.lines():
+                report(line)
+        if not rows:  # leaves the build: nothing that looks complete is written
+            raise WsiAugError("no slide gave a patch: " + " | ".join(summary.skipped))
         columns = list(rows[0])
         table = {c: [r[c] for r in rows] for c in columns}
         for c in ("cx", "cy", "mpp"):

@@ -233,13 +233,19 @@ def create_stack(
     """An (N, ...) array chunked along N only (compressed); for patch-like stacks.
 
     One item per chunk suits random access; more per chunk (with `StackWriter`) writes faster.
+    N = 0 makes an empty array that a `StackWriter` grows as items arrive.
     """
-    chunks = (max(1, min(items_per_chunk, shape[0])), *(max(1, c) for c in shape[1:]))
+    n_chunk = max(1, min(items_per_chunk, shape[0])) if shape[0] else max(1, items_per_chunk)
+    chunks = (n_chunk, *(max(1, c) for c in shape[1:]))
     return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, overwrite=True)
 
 
 class StackWriter:
-    """Appends items to an (N, ...) array in whole chunks, so that each chunk is written once."""
+    """Appends items to an (N, ...) array in whole chunks, so that each chunk is written once.
+
+    The array grows when the items outrun its length, so a stack of unknown length can be
+    streamed into an array created with N = 0.
+    """
 
     def __init__(self, array: zarr.Array) -> None:
         self.array = array
@@ -247,6 +253,13 @@ class StackWriter:
         self._pending: list[np.ndarray] = []
         self._n_pending = 0
         self._chunk = int(array.chunks[0])
+
+    def _write(self, block: np.ndarray) -> None:
+        end = self.at + len(block)
+        if end > self.array.shape[0]:
+            self.array.resize((end, *self.array.shape[1:]))
+        self.array[self.at : end] = block
+        self.at = end
 
     def append(self, items: np.ndarray) -> None:
         """Queue `items` (k, ...) and write every whole chunk that is ready."""
@@ -257,8 +270,7 @@ class StackWriter:
         if self._n_pending >= self._chunk:
             block = np.concatenate(self._pending)
             whole = (len(block) // self._chunk) * self._chunk
-            self.array[self.at : self.at + whole] = block[:whole]
-            self.at += whole
+            self._write(block[:whole])
             self._pending = [block[whole:]] if whole < len(block) else []
             self._n_pending = len(block) - whole
 
@@ -266,8 +278,7 @@ class StackWriter:
         """Write what is left."""
         if self._n_pending:
             block = np.concatenate(self._pending)
-            self.array[self.at : self.at + len(block)] = block
-            self.at += len(block)
+            self._write(block)
         self._pending, self._n_pending = [], 0
 
 
