@@ -11,7 +11,7 @@ import pytest
 
 from wsi_aug import store
 from wsi_aug.errors import StageMissingError, WsiAugError
-from wsi_aug.eval_seg import draw_training_indices, eval_seg, parse_ratios
+from wsi_aug.eval_seg import draw_training_indices, eval_seg, min_area_pixels, parse_ratios
 from wsi_aug.store import WorkDir
 
 TINY = {"epochs": 1, "width": 1 / 16, "device": "cpu", "progress": False}
@@ -125,6 +125,7 @@ def test_tiny_sweep_writes_results_and_is_cached(seg_work: WorkDir) -> None:
         assert store.is_complete(s.path)
         assert (s.path / "results.csv").is_file() and (s.path / "dice.png").is_file()
         assert store.read_meta(s.path)["stage"] == "eval-seg"
+        assert store.read_meta(s.path)["params"]["min_object_area"] == 1000.0  # the default
 
     again = eval_seg(seg_work.root, synthetic_ratios=[0.0, 1.0], seeds=2, **TINY)
     assert again.cached and again.rows == res.rows
@@ -139,6 +140,41 @@ def test_real_fraction_keeps_part_of_the_train_split(seg_work: WorkDir) -> None:
     full = int(np.sum(store.read_table(store.open_stage(
         seg_work.patches, stage="extract", made_by="test"), "table")["split"] == "train"))
     assert res.rows[0]["n_real"] == round(full / 2)
+
+
+@pytest.mark.usefixtures("one_thread")  # the two runs train the same U-Net, bit for bit
+def test_min_object_area_is_in_the_cache_key_and_only_changes_object_scores(
+    seg_work: WorkDir,
+) -> None:
+    kw = {"synthetic_ratios": [0.0], "seeds": 1, **TINY}
+    raw = eval_seg(seg_work.root, min_object_area=0, **kw)
+    huge = eval_seg(seg_work.root, min_object_area=1e9, **kw)  # drops every object
+    assert not raw.cached and not huge.cached
+    assert raw.stores[0].path != huge.stores[0].path
+    assert store.read_meta(huge.stores[0].path)["params"]["min_object_area"] == 1e9
+    (r,), (h,) = raw.per_seed, huge.per_seed
+    for key in ("dice", "mean_dice", "iou"):  # same U-Net, pixel scores on the raw output
+        assert h[key] == pytest.approx(r[key])
+    assert h["obj_precision"] == h["obj_recall"] == h["obj_f1"] == 1.0  # nothing left to count
+    assert eval_seg(seg_work.root, min_object_area=0.0, **kw).cached
+
+
+def test_min_area_pixels_uses_each_patch_pixel_size() -> None:
+    np.testing.assert_allclose(min_area_pixels(1000, np.array([1.0, 2.0, 0.5])), [1000, 250, 4000])
+
+
+def test_negative_min_object_area_names_the_option(
+    seg_work: WorkDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(WsiAugError, match="--min-object-area") as exc:
+            eval_seg(seg_work.root, synthetic_ratios=[0.0], min_object_area=bad, **TINY)
+        assert len(str(exc.value).splitlines()) == 1
+    from wsi_aug.cli import main
+
+    with pytest.raises(SystemExit) as code:
+        main(["eval-seg", "--work", str(seg_work.root), "--min-object-area", "-5"])
+    assert code.value.code == 2 and "--min-object-area" in capsys.readouterr().err
 
 
 def test_missing_synthetic_store_names_synthesize(tiny_work: WorkDir, tmp_path: Path) -> None:

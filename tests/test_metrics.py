@@ -91,6 +91,63 @@ def test_shape_mismatch_raises() -> None:
         M.dice(np.zeros((4, 4)), np.zeros((4, 5)))
 
 
+def test_clean_mask_removes_small_keeps_large_and_fills_holes() -> None:
+    m = square(16, 1, 1, 5)  # 25 px with a 1-px hole: 24 px
+    m[3, 3] = 0
+    m[12, 12] = 1  # a 1-px fragment
+    m[10:12, 14:16] = 1  # a 4-px fragment
+    out = M.clean_mask(m, 5)
+    assert out.dtype == bool and out.shape == m.shape
+    assert out[3, 3]  # the hole is filled
+    np.testing.assert_array_equal(out, square(16, 1, 1, 5).astype(bool))
+    # Components are 8-connected, as in match_objects: a diagonal pair is one 2-px object.
+    d = np.zeros((6, 6), np.uint8)
+    d[1, 1] = d[2, 2] = 1
+    assert M.clean_mask(d, 2).sum() == 2 and M.clean_mask(d, 3).sum() == 0
+    # min_area 0 keeps every component (and still fills holes).
+    expected = m != 0
+    expected[3, 3] = True
+    np.testing.assert_array_equal(M.clean_mask(m, 0), expected)
+
+
+def test_clean_mask_per_patch_min_area() -> None:
+    m = np.stack([square(12, 0, 0, 3), square(12, 0, 0, 3), square(12, 0, 0, 4)])  # 9, 9, 16
+    out = M.clean_mask(m, [10, 9, 10.5])
+    assert [int(p.sum()) for p in out] == [0, 9, 16]
+    np.testing.assert_array_equal(M.clean_mask(m, 10), M.clean_mask(m, [10, 10, 10]))
+    with pytest.raises(ValueError, match="one per patch"):
+        M.clean_mask(m, [1, 2])
+    with pytest.raises(ValueError, match=">= 0"):
+        M.clean_mask(m, -1)
+
+
+def test_object_min_area_ignores_fragments_but_not_pixel_scores() -> None:
+    target = np.stack([square(32, 4, 4, 12), square(32, 16, 16, 10)])
+    pred = target.copy()
+    pred[0, 2, 28] = pred[0, 28, 2] = pred[0, 29, 29] = 1  # fragments, 1-4 px each
+    pred[1, 2:4, 2:4] = 1
+    pred[1, 8, 8] = 1
+    pred[0, 8, 8] = 0  # a hole in a detected object
+    raw = M.segmentation_metrics(pred, target)
+    assert raw["obj_f1"] < 0.6 and M.object_scores(pred, target).fp == 5
+    clean = M.segmentation_metrics(pred, target, min_area=20)
+    assert clean["obj_precision"] == clean["obj_recall"] == clean["obj_f1"] == 1.0
+    for key in ("dice", "mean_dice", "iou"):  # pixel scores stay on the raw prediction
+        assert clean[key] == raw[key] < 1.0
+    per_patch = M.object_scores(pred, target, min_area=[20, 0])  # patch 1 scored as given
+    assert (per_patch.tp, per_patch.fp, per_patch.fn) == (2, 2, 0)
+
+
+def test_object_min_area_drops_ground_truth_slivers() -> None:
+    target = square(32, 10, 10, 10)
+    target[0:2, 28:32] = 1  # an 8-px sliver of a glomerulus cut by the patch border
+    pred = square(32, 10, 10, 10)
+    s = M.object_scores(pred, target)
+    assert (s.tp, s.fp, s.fn) == (1, 0, 1)
+    s = M.object_scores(pred, target, min_area=20)
+    assert (s.tp, s.fp, s.fn) == (1, 0, 0) and s.recall == 1.0
+
+
 def test_ms_ssim() -> None:
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)

@@ -7,6 +7,10 @@ scored on the real test split only. Each ratio is one cached configuration,
 ``<work>/eval-seg/<config-hash>.zarr`` (stage "eval-seg", per-seed metrics as a table), so a sweep
 that adds a ratio only trains the new one; the sweep's ``results.csv``, ``results.md`` and
 ``dice.png`` are written to ``<work>/eval-seg/``.
+
+Pixel scores (Dice, IoU) are taken on the raw thresholded U-Net output; object scores count only
+connected components of at least ``min_object_area`` µm² after hole filling, in the prediction
+and in the ground truth (see `wsi_aug.metrics.object_scores`).
 """
 
 from __future__ import annotations
@@ -234,6 +238,32 @@ def _load(work: WorkDir, splits: Mapping[str, np.ndarray], synthetic: bool) -> _
     return _Data(images[tr], masks[tr], images[va], masks[va], images[te], masks[te], sx, sy)
 
 
+def _patch_mpp(work: WorkDir) -> np.ndarray:
+    """The pixel size (µm/px) of every patch: the table's ``mpp`` column, else the store's."""
+    g = store.open_stage(work.patches, stage="extract", made_by=EXTRACT_MADE_BY)
+    table = store.read_table(g, "table")
+    n = int(g["images"].shape[0])
+    if "mpp" in table:
+        mpp = np.asarray(table["mpp"], np.float64)
+    else:
+        mpp = np.full(n, float(g.attrs.get("mpp", "nan")))
+    if mpp.shape != (n,) or not np.all(np.isfinite(mpp) & (mpp > 0)):
+        raise WsiAugError(
+            f"{work.patches}: patches lack a valid pixel size (mpp), needed for "
+            "--min-object-area; re-run `wsi-aug extract`, or pass --min-object-area 0"
+        )
+    return mpp
+
+
+def min_area_pixels(min_object_area: float, mpp: np.ndarray) -> np.ndarray:
+    """An area in µm² as pixels of patches of pixel size ``mpp`` (µm/px, one per patch).
+
+    A centre-cropped (valid-padding) prediction keeps its patch's pixel size, so the same
+    value applies to it.
+    """
+    return float(min_object_area) / np.asarray(mpp, np.float64) ** 2
+
+
 def _center_crop_stack(x: np.ndarray, size: int) -> np.ndarray:
     h, w = x.shape[1:3]
     top, left = (h - size) // 2, (w - size) // 2
@@ -284,10 +314,15 @@ def _run_seed(
     seed: int,
     real_fraction: float,
     samples_per_epoch: int | None,
+    min_area_px: float | np.ndarray,
     train_kwargs: Mapping[str, Any],
     progress: bool,
 ) -> dict[str, Any]:
-    """Train one U-Net for (ratio, seed) and score it on the real test split."""
+    """Train one U-Net for (ratio, seed) and score it on the real test split.
+
+    ``min_area_px``: the object scores' minimum component area in pixels, a number or one per
+    test patch (see `wsi_aug.metrics.object_scores`).
+    """
     from wsi_aug.metrics import segmentation_metrics
     from wsi_aug.seg.train import crop_masks, predict, train_unet
 
@@ -328,7 +363,9 @@ def _run_seed(
         **train_kwargs,
     )
     pred = predict(model, data.test_x, batch_size=train_kwargs.get("batch_size", 8))
-    scores = segmentation_metrics(pred, crop_masks(data.test_y, pred.shape[1:]))
+    scores = segmentation_metrics(
+        pred, crop_masks(data.test_y, pred.shape[1:]), min_area=min_area_px
+    )
     return {
         "synthetic_ratio": ratio,
         "seed": seed,
@@ -358,6 +395,7 @@ def eval_seg(
     batch_norm: bool = False,
     padding: str = "same",
     augment: bool = True,
+    min_object_area: float = 1000.0,
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
@@ -367,6 +405,12 @@ def eval_seg(
     Returns the summary (mean and std over seeds of pooled Dice, mean per-patch Dice, IoU and
     object precision/recall/F1 on the real test split) and writes results.csv, results.md and
     dice.png to ``<work>/eval-seg/``. Configurations already computed come from the cache.
+
+    Dice and IoU score the raw thresholded output. The object scores count connected components
+    (8-connected, holes filled) of at least ``min_object_area`` µm², converted to pixels with
+    each test patch's pixel size, in both the prediction (fragments are not false positives)
+    and the ground truth (slivers cut by the patch border are not misses); 0 counts every
+    component of the raw output. It is part of each configuration's cache key.
     """
     from wsi_aug.device import resolve_device
     from wsi_aug.seg.unet import output_size
@@ -379,7 +423,15 @@ def eval_seg(
         raise WsiAugError(f"--seeds {seeds}: must be at least 1")
     if padding not in ("same", "valid"):
         raise WsiAugError(f"--padding {padding}: use same or valid")
+    if not (math.isfinite(min_object_area) and min_object_area >= 0):
+        raise WsiAugError(
+            f"--min-object-area {min_object_area}: must be an area >= 0 in µm² "
+            "(e.g. 1000; 0 disables the clean-up)"
+        )
     splits, size = _split_indices(wd)
+    min_area_px: float | np.ndarray = 0.0
+    if min_object_area > 0:
+        min_area_px = min_area_pixels(min_object_area, _patch_mpp(wd)[splits["test"]])
     if output_size(size, 5, padding) <= 0:
         raise WsiAugError(
             f"{wd.patches}: {size}-px patches are too small for the valid-padding U-Net "
@@ -409,6 +461,7 @@ def eval_seg(
         "batch_norm": bool(batch_norm),
         "padding": padding,
         "augment": bool(augment),
+        "min_object_area": float(min_object_area),
     }
     train_kwargs = {
         "epochs": int(epochs),
@@ -443,6 +496,7 @@ def eval_seg(
                         seed=s,
                         real_fraction=real_fraction,
                         samples_per_epoch=samples_per_epoch,
+                        min_area_px=min_area_px,
                         train_kwargs=train_kwargs,
                         progress=progress,
                     )
@@ -469,7 +523,7 @@ def eval_seg(
         rows.append(_summary_row(ratio, per_seed))
     title = (
         f"eval-seg: {len(seed_list)} seed(s), {epochs} epochs, width {width:g}, "
-        f"real fraction {real_fraction:g}"
+        f"real fraction {real_fraction:g}, objects >= {min_object_area:g} µm²"
     )
     files = _write_outputs(wd.eval_seg, rows, title)
     write_csv(per_seed_all, wd.eval_seg / "results_per_seed.csv")

@@ -60,6 +60,15 @@ from wsi_aug.options import device_option, force_option, seed_option, work_optio
     help="'valid' is the unpadded U-Net: smaller output, targets centre-cropped.",
 )
 @click.option("--no-augment", is_flag=True, help="Train without data augmentation.")
+@click.option(
+    "--min-object-area",
+    type=click.FloatRange(min=0),
+    default=1000.0,
+    show_default=True,
+    help="Object precision/recall/F1 count only components of at least this area in µm² "
+    "(holes filled), in prediction and ground truth; Dice is on the raw output. 0 disables "
+    "the clean-up.",
+)
 @device_option
 @force_option
 def eval_seg(
@@ -76,6 +85,7 @@ def eval_seg(
     batch_norm: bool,
     padding: str,
     no_augment: bool,
+    min_object_area: float,
     device: str,
     force: bool,
 ) -> None:
@@ -97,6 +107,7 @@ def eval_seg(
         batch_norm=batch_norm,
         padding=padding,
         augment=not no_augment,
+        min_object_area=min_object_area,
         device=device,
         force=force,
     )
