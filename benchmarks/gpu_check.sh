@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one-shot GPU check of issue #3, run on the GPU machine in the repo root after
+# benchmarks/gpu_prepare.sh has made .whl/ and .gpu-work/ here (carry both). Writes to $OUT:
+# nvidia-smi.txt, gpu_gan.json/.md/.log (benchmarks/gpu_gan.py on the HuBMAP patches: eager fp32,
+# eager bf16 and the CUDA-graph fast path of the full paper model; synthesis at batch 64; a
+# train/resume/synthesize stage check) and cli.log (train-gan + synthesize through the CLI).
+#   bash benchmarks/gpu_check.sh          # GPU_CHECK_TINY=1: the CPU smoke version
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gpu-check}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+if [ -d .whl ] && ! "$py" -c "import zarr, shapely, openslide" 2>/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 3
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvidia-smi.txt" 2>&1
+"$py" -c "import sys, torch, zarr; print('python', sys.version.split()[0], 'torch', torch.__version__, 'zarr', zarr.__version__, 'cuda', torch.cuda.is_available())" | tee "$out/versions.txt"
+tiny=()
+[ -n "${GPU_CHECK_TINY:-}" ] && tiny=(--tiny)
+work=.gpu-work
+[ -d "$work/patches.zarr" ] || work=""   # gpu_gan.py then makes up 256-px patches
+rc=0
+timeout "${GPU_CHECK_TIMEOUT:-330}" "$py" benchmarks/gpu_gan.py ${work:+--work "$work"} "${tiny[@]}" \
+  --out "$out/gpu_gan.json" 2>&1 | tee "$out/gpu_gan.log" | grep -v "it/s]$" || true
+rc=${PIPESTATUS[0]}
+# The CLI end to end on a copy of the work folder: CUDA by default, one epoch, the fast path.
+if [ -n "$work" ]; then
+  cli=/tmp/gpu-cli-work
+  rm -rf "$cli" && cp -r "$work" "$cli"
+  {
+    time "$py" -m wsi_aug train-gan --work "$cli" --epochs 1 --fast ${tiny:+--ngf 8 --ndf 8}
+    time "$py" -m wsi_aug synthesize --work "$cli" --n 512
+  } > "$out/cli.log" 2>&1 || rc=$((rc ? rc : 4))
+  tail -n 4 "$out/cli.log"
+fi
+echo "gpu_check exit status: $rc"
+exit "$rc"
