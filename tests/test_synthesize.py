@@ -94,6 +94,22 @@ def test_real_source_cycles_the_train_conditions(gan_work: WorkDir, tmp_path: Pa
     assert np.array_equal(img, arrays["images"][1])
 
 
+def test_dropout_gives_one_condition_several_images(gan_work: WorkDir) -> None:
+    rows = load_train_conditions(gan_work.root)[2]
+    k = len(rows)
+    plain = _arrays(synthesize(gan_work.root, n=2 * k, source="real", **FAST).path)["images"]
+    assert np.array_equal(plain[:k], plain[k:])  # eval mode: one condition, one image
+    noisy = _arrays(
+        synthesize(gan_work.root, n=2 * k, source="real", dropout=True, **FAST).path
+    )["images"]
+    assert not np.array_equal(noisy[:k], noisy[k:])  # the same conditions, other dropout masks
+    assert zarr.open_group(gan_work.synthetic, mode="r").attrs["dropout"] is True
+    again = synthesize(gan_work.root, n=2 * k, source="real", dropout=True, force=True, **FAST)
+    assert np.array_equal(_arrays(again.path)["images"], noisy)  # deterministic for a seed
+    other = synthesize(gan_work.root, n=2 * k, source="real", dropout=True, seed=5, **FAST)
+    assert not np.array_equal(_arrays(other.path)["images"], noisy)
+
+
 def test_augmented_conditions_are_new(gan_work: WorkDir) -> None:
     masks, maps, rows = load_train_conditions(gan_work.root)
     batch = make_source("augment", masks, maps, rows, seed=0).batch(0, 8)

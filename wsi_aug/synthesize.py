@@ -2,7 +2,9 @@
 
 Conditions come from `wsi_aug.conditions` (``augment``: new, jointly deformed masks and structure
 maps; ``real``: the train conditions). The generator runs batched in eval mode (bf16 autocast and
-channels_last on CUDA); on the CPU the same seed gives identical arrays. The store holds ``images``
+channels_last on CUDA); on the CPU the same seed gives identical arrays. ``dropout=True`` keeps
+the decoder's dropout active, as Pix2Pix does at test time, so that one condition gives several
+images (its masks come from a generator seeded by ``seed``). The store holds ``images``
 (N,S,S,3) uint8, ``masks`` and ``structure`` (N,S,S) uint8 {0,1}, and a ``provenance`` table
 (source_index, source, transform, seed, checkpoint) saying how each sample was made.
 """
@@ -23,7 +25,7 @@ from wsi_aug.device import resolve_device
 from wsi_aug.errors import CheckpointError, StageMissingError, WsiAugError
 from wsi_aug.gan.checkpoints import latest_checkpoint, load_generator
 from wsi_aug.gan.data import condition_array, input_fingerprints, open_inputs, to_uint8_image
-from wsi_aug.gan.models import GanConfig
+from wsi_aug.gan.models import GanConfig, GeneratorDropout, set_dropout_generator
 
 STAGE = "synthetic"
 GAN_BY = "wsi-aug train-gan"
@@ -66,6 +68,7 @@ def synthesize(
     device: str = "auto",
     checkpoint: Path | None = None,
     export_png: Path | None = None,
+    dropout: bool = False,
     force: bool = False,
     progress: bool = True,
 ) -> store.StageResult:
@@ -73,7 +76,9 @@ def synthesize(
 
     Cached on the gan store, the checkpoint file and the patches/structure stores, and on
     (n, source, seed). ``export_png`` also writes ``DIR/images/000000.png`` and
-    ``DIR/masks/000000.png`` (mask as 0/255) for other tools.
+    ``DIR/masks/000000.png`` (mask as 0/255) for other tools. ``dropout`` keeps dropout on
+    (Pix2Pix's test-time noise); the images then also depend on ``batch_size``, which joins the
+    cache key.
     """
     if n < 1 or batch_size < 1:
         raise WsiAugError("--n and --batch-size must be at least 1")
@@ -91,7 +96,9 @@ def synthesize(
         "checkpoint": store.fingerprint_file(ckpt),
         **input_fingerprints(work),
     }
-    params = {"n": n, "source": source, "seed": seed}
+    params: dict[str, Any] = {"n": n, "source": source, "seed": seed}
+    if dropout:  # only then: stores made without it keep their keys
+        params.update(dropout=True, batch_size=batch_size)
     cached = store.cached_result(
         wd.synthetic, stage=STAGE, params=params, inputs=inputs, force=force
     )
@@ -106,6 +113,18 @@ def synthesize(
             f"{ckpt}: made for {cfg.size} px patches, {wd.patches} holds {size} "
             f"px; retrain with `{GAN_BY}` or pass the matching --checkpoint"
         )
+    if dropout:
+        layers = [m for m in generator.modules() if isinstance(m, GeneratorDropout)]
+        if not layers:
+            raise WsiAugError(
+                f"{ckpt}: this generator has no dropout layers (its config sets dropout = 0); "
+                "synthesize without --dropout"
+            )
+        for m in layers:
+            m.train()  # batch norm stays in eval mode: running statistics
+        noise = torch.Generator(device=dev)
+        noise.manual_seed(int(np.random.SeedSequence([seed, 3]).generate_state(1)[0]))
+        set_dropout_generator(generator, noise)
     masks, maps, rows = load_train_conditions(work)
     conditions = make_source(source, masks, maps, rows, seed)
     cuda = dev.type == "cuda"
@@ -160,6 +179,7 @@ def synthesize(
                 "n": n,
                 "source": source,
                 "seed": seed,
+                "dropout": bool(dropout),
                 "checkpoint": str(ckpt),
                 "config": cfg.to_dict(),
             }

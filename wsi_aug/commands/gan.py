@@ -215,6 +215,12 @@ def train_gan(
     default=None,
     help="Also write DIR/images/000000.png and DIR/masks/000000.png (0/255).",
 )
+@click.option(
+    "--dropout",
+    is_flag=True,
+    help="Keep the generator's dropout on, as Pix2Pix does at test time: one condition gives "
+    "several images (still deterministic for --seed and --batch-size).",
+)
 @force_option
 def synthesize(
     work: Path,
@@ -225,6 +231,7 @@ def synthesize(
     device: str,
     checkpoint: Path | None,
     export_png: Path | None,
+    dropout: bool,
     force: bool,
 ) -> None:
     """Generate synthetic patches with the trained generator (writes synthetic.zarr)."""
@@ -240,6 +247,7 @@ def synthesize(
         device=device,
         checkpoint=checkpoint,
         export_png=export_png,
+        dropout=dropout,
         force=force,
     )
     run_stage_message("synthesize", result)
