@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,8 +179,8 @@ def plot_metrics(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
+    if title:  # wrapped: a long configuration line must not run off the figure
+        ax.set_title(textwrap.fill(title, 64), fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
