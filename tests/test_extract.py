@@ -105,6 +105,43 @@ def test_parallel_workers_match_serial(phantom_slides, tmp_path):
     assert a[2]["object_id"].tolist() == b[2]["object_id"].tolist()
 
 
+def test_interrupted_extraction_resumes_after_the_last_finished_slide(
+    phantom_slides, tmp_path, monkeypatch
+):
+    import wsi_aug.extract as ex
+
+    params = ExtractParams(size=32, mpp=4.0, negatives=2)
+    extract([phantom_slides], tmp_path / "a", params=params, progress=False)
+    real = ex.extract_slide
+    calls: list[str] = []
+
+    def crash_on_third(task):
+        calls.append(task.slide.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the third slide
+        return real(task)
+
+    monkeypatch.setattr(ex, "extract_slide", crash_on_third)
+    monkeypatch.setattr(ex, "CHECKPOINT_SECONDS", 0.0)  # record every finished slide
+    with pytest.raises(KeyboardInterrupt):
+        extract([phantom_slides], tmp_path / "b", params=params, progress=False)
+    assert store.read_meta(tmp_path / "b" / "patches.zarr") is None  # nothing looks complete
+    monkeypatch.setattr(ex, "extract_slide", lambda t: (calls.append(t.slide.name), real(t))[1])
+    lines: list[str] = []
+    res = extract(
+        [phantom_slides], tmp_path / "b", params=params, progress=False, report=lines.append
+    )
+    assert not res.cached
+    assert "resuming after 2 of" in lines[0]
+    n_slides = len(res.summary.slides_done)
+    assert calls[3:] == sorted(calls[3:]) and len(calls) == 3 + n_slides - 2  # the rest only
+    a, b = _load(tmp_path / "a"), _load(tmp_path / "b")
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert {k: v.tolist() for k, v in a[2].items()} == {k: v.tolist() for k, v in b[2].items()}
+    assert not (tmp_path / "b" / "patches.zarr" / "progress").exists()
+    assert not list((tmp_path / "b").glob(".patches.zarr.*"))  # no partial folder left
+
+
 def test_dask_scheduler_runs_the_same_tasks(phantom_slides, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     params = ExtractParams(size=32, mpp=4.0)

@@ -146,3 +146,18 @@ def test_stack_writer_grows_an_empty_stack(tmp_path):
     w.close()
     reread = zarr.open_group(tmp_path / "s.zarr", mode="r")["x"]
     assert reread.shape == (11, 2) and np.array_equal(reread[:], data)
+
+
+def test_stack_writer_flushes_and_resumes_mid_chunk(tmp_path):
+    g = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    arr = store.create_stack(g, "x", (0, 2), dtype="int32", items_per_chunk=4)
+    data = np.arange(30, dtype=np.int32).reshape(15, 2)
+    w = store.StackWriter(arr)
+    w.append(data[:6])
+    w.flush()  # the partial second chunk is on disk now
+    assert arr.shape[0] == 6 and np.array_equal(arr[:], data[:6])
+    arr.resize((6, 2))
+    resumed = store.StackWriter(zarr.open_group(tmp_path / "s.zarr", mode="a")["x"], start=6)
+    resumed.append(data[6:11])
+    resumed.close()
+    assert np.array_equal(zarr.open_group(tmp_path / "s.zarr", mode="r")["x"][:], data[:11])

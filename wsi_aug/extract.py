@@ -12,6 +12,10 @@ process, in a process pool (``workers``), or on a Dask cluster (``scheduler``) a
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -494,6 +498,125 @@ def _iter_outputs(
             yield extract_slide(t)
 
 
+CHECKPOINT_SECONDS = 10.0
+"""How often a running extraction records the slides it finished (what a crash can lose)."""
+
+
+def _summarise(o: SlideOutput, summary: ExtractSummary) -> None:
+    """Add one slide's outcome to the run summary."""
+    summary.notes.extend(o.notes)
+    if o.error is not None:
+        summary.skipped.append(o.error)
+    elif not o.rows:
+        summary.skipped.append(
+            f"{o.slide}: no patch (no object of the class above the "
+            "minimum area, and no negative window)"
+        )
+    else:
+        pos = sum(r["positive"] for r in o.rows)
+        pad = sum(r["padded"] for r in o.rows)
+        summary.slides_done.append((o.slide.name, pos, len(o.rows) - pos, pad))
+
+
+def _done_slides(folder: Path, tasks: Sequence[SlideTask]) -> list[SlideOutput]:
+    """The slides an interrupted run finished, from its progress records (in task order).
+
+    A record that does not match the task at its place (the plan changed) ends the list.
+    """
+    done: list[SlideOutput] = []
+    for i, task in enumerate(tasks):
+        try:
+            rec = json.loads((folder / f"{i:06d}.json").read_text())
+        except (OSError, ValueError):
+            break
+        if rec.get("slide") != str(task.slide):
+            break
+        empty = np.zeros((0,), np.uint8)
+        done.append(SlideOutput(task.slide, empty, empty, rec["rows"], rec["notes"], rec["error"]))
+    return done
+
+
+def _write_patches(
+    g: Any,
+    tasks: Sequence[SlideTask],
+    summary: ExtractSummary,
+    workers: int,
+    scheduler: str | None,
+    progress: bool,
+    report: Callable[[str], None] | None,
+) -> None:
+    """Fill a (resumable) patches store: slide by slide, each recorded once it is written.
+
+    The arrays grow as slides finish, so memory holds a few slides' patches. Every
+    `CHECKPOINT_SECONDS` the patches written so far are flushed and a record per finished slide
+    (its table rows and notes) goes to ``progress/`` in the store, so an interrupted run continues
+    after the last recorded slide; the records are removed before completion.
+    """
+    from tqdm import tqdm
+
+    size = tasks[0].params.size
+    records = Path(g.store.root) / "progress"
+    records.mkdir(exist_ok=True)
+    done = _done_slides(records, tasks) if "images" in g else []
+    rows: list[dict[str, Any]] = [r for o in done for r in o.rows]
+    arrays = []
+    for name, shape in (("images", (size, size, 3)), ("masks", (size, size))):
+        if done:  # drop whatever the interrupted slide had written past the last record
+            arr = g[name]
+            arr.resize((len(rows), *shape))
+        else:
+            arr = store.create_stack(g, name, (0, *shape), items_per_chunk=16)
+        arrays.append(store.StackWriter(arr, start=len(rows)))
+    images, masks = arrays
+    for o in done:
+        _summarise(o, summary)
+    if done and report:
+        report(f"extract: resuming after {len(done)} of {len(tasks)} slides ({len(rows)} patches)")
+    bar = tqdm(
+        total=len(tasks), initial=len(done), desc="extract", unit="slide", disable=not progress
+    )
+    unrecorded: list[tuple[int, dict[str, Any]]] = []  # finished slides not yet on record
+    last = time.monotonic()
+    for i, o in enumerate(_iter_outputs(tasks[len(done) :], workers, scheduler), len(done)):
+        _summarise(o, summary)
+        if o.error is None and o.rows:
+            images.append(o.images)
+            masks.append(o.masks)
+            rows.extend(o.rows)
+        unrecorded.append(
+            (i, {"slide": str(o.slide), "rows": o.rows, "notes": o.notes, "error": o.error})
+        )
+        if time.monotonic() - last >= CHECKPOINT_SECONDS and i + 1 < len(tasks):
+            images.flush()  # the patches first, then the records that vouch for them
+            masks.flush()
+            for j, record in unrecorded:
+                tmp = records / f".{j:06d}.json.tmp"
+                tmp.write_text(json.dumps(record))
+                os.replace(tmp, records / f"{j:06d}.json")
+            unrecorded.clear()
+            last = time.monotonic()
+        bar.update(1)
+        bar.set_postfix(patches=len(rows))
+    bar.close()
+    images.close()
+    masks.close()
+    if report:
+        for line in summary.lines():
+            report(line)
+    if not rows:  # a user error, not an interruption: keep no partial store to resume
+        shutil.rmtree(Path(g.store.root), ignore_errors=True)
+        raise WsiAugError("no slide gave a patch: " + " | ".join(summary.skipped))
+    shutil.rmtree(records)
+    columns = list(rows[0])
+    table = {c: [r[c] for r in rows] for c in columns}
+    for c in ("cx", "cy", "mpp"):
+        table[c] = np.asarray(table[c], np.float64)
+    for c in ("padded", "positive"):
+        table[c] = np.asarray(table[c], bool)
+    store.write_table(g, "table", table)
+    g.attrs.update({"size": size, "mpp": tasks[0].params.mpp, "summary": summary.lines()})
+
+
 def extract(
     inputs: Sequence[str | Path],
     work: str | Path,
@@ -538,59 +661,9 @@ def extract(
     )
     if hit is not None:
         return ExtractResult(hit, summary)
-    from tqdm import tqdm
-
-    size = params.size
-    n_patches = 0
-    with store.build(wd.patches, stage="extract", params=params.as_dict(), inputs=inputs_fp) as g:
-        # Arrays grow as slides finish: each slide's patches are written, then dropped.
-        images = store.StackWriter(
-            store.create_stack(g, "images", (0, size, size, 3), items_per_chunk=16)
-        )
-        masks = store.StackWriter(
-            store.create_stack(g, "masks", (0, size, size), items_per_chunk=16)
-        )
-        rows: list[dict[str, Any]] = []
-        bar = tqdm(total=len(tasks), desc="extract", unit="slide", disable=not progress)
-        for o in _iter_outputs(tasks, workers, scheduler):
-            summary.notes.extend(o.notes)
-            if o.error is not None:
-                summary.skipped.append(o.error)
-            elif not o.rows:
-                summary.skipped.append(
-                    f"{o.slide}: no patch (no object of the class above the "
-                    "minimum area, and no negative window)"
-                )
-            else:
-                pos = sum(r["positive"] for r in o.rows)
-                pad = sum(r["padded"] for r in o.rows)
-                summary.slides_done.append((o.slide.name, pos, len(o.rows) - pos, pad))
-                images.append(o.images)
-                masks.append(o.masks)
-                rows.extend(o.rows)
-                n_patches += len(o.rows)
-            bar.update(1)
-            bar.set_postfix(patches=n_patches)
-        bar.close()
-        images.close()
-        masks.close()
-        if report:
-            for line in summary.lines():
-                report(line)
-        if not rows:  # leaves the build: nothing that looks complete is written
-            raise WsiAugError("no slide gave a patch: " + " | ".join(summary.skipped))
-        columns = list(rows[0])
-        table = {c: [r[c] for r in rows] for c in columns}
-        for c in ("cx", "cy", "mpp"):
-            table[c] = np.asarray(table[c], np.float64)
-        for c in ("padded", "positive"):
-            table[c] = np.asarray(table[c], bool)
-        store.write_table(g, "table", table)
-        g.attrs.update(
-            {
-                "size": size,
-                "mpp": params.mpp,
-                "summary": summary.lines(),
-            }
-        )
+    key_args = {"stage": "extract", "params": params.as_dict(), "inputs": inputs_fp}
+    if force:  # a forced rebuild does not resume an interrupted one
+        shutil.rmtree(store.partial_path(wd.patches, store.stage_key(**key_args)), True)
+    with store.build(wd.patches, resumable=True, **key_args) as g:
+        _write_patches(g, tasks, summary, workers, scheduler, progress, report)
     return ExtractResult(StageResult(wd.patches, False, store.read_meta(wd.patches) or {}), summary)

@@ -153,7 +153,8 @@ def build(
     Yields a writable group in a hidden temporary folder. When the body returns, the completion
     mark is written last and the folder is renamed to `path` (replacing an older store). When it
     raises, a non-resumable temporary folder is removed; a resumable one (``resumable=True``, used
-    by training) is kept for the next run with the same key to continue from.
+    by extraction, training and eval-seg) is kept for the next run with the same key to continue
+    from.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -247,12 +248,13 @@ class StackWriter:
     streamed into an array created with N = 0.
     """
 
-    def __init__(self, array: zarr.Array) -> None:
+    def __init__(self, array: zarr.Array, start: int = 0) -> None:
+        """Write from item `start` on (items before it are kept: a resumed stack)."""
         self.array = array
-        self.at = 0
-        self._pending: list[np.ndarray] = []
-        self._n_pending = 0
         self._chunk = int(array.chunks[0])
+        self.at = (start // self._chunk) * self._chunk  # a partial first chunk is read back
+        self._pending: list[np.ndarray] = [array[self.at : start]] if start > self.at else []
+        self._n_pending = start - self.at
 
     def _write(self, block: np.ndarray) -> None:
         end = self.at + len(block)
@@ -273,6 +275,13 @@ class StackWriter:
             self._write(block[:whole])
             self._pending = [block[whole:]] if whole < len(block) else []
             self._n_pending = len(block) - whole
+
+    def flush(self) -> None:
+        """Write the queued items too (a partial chunk, rewritten when the chunk fills)."""
+        if self._n_pending:
+            at = self.at
+            self._write(np.concatenate(self._pending))
+            self.at = at
 
     def close(self) -> None:
         """Write what is left."""
