@@ -215,17 +215,19 @@ class _Data:
     synth_y: np.ndarray | None
 
 
-def _split_indices(work: WorkDir) -> tuple[dict[str, np.ndarray], int]:
-    """Patch rows of each split, and the patch size; no test patch is a user error."""
+def _split_indices(work: WorkDir) -> tuple[dict[str, np.ndarray], int, np.ndarray]:
+    """Patch rows of each split, the patch size and every patch's pixel size (µm/px); no test
+    patch is a user error."""
     g = store.open_stage(work.patches, stage="extract", made_by=EXTRACT_MADE_BY)
-    split = store.read_table(g, "table")["split"]
+    table = store.read_table(g, "table")
+    split = table["split"]
     out = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
     if len(out["test"]) == 0:
         raise WsiAugError(
             f"{work.patches}: no patches in the test split; re-run `wsi-aug extract` with "
             "--split so that some slides go to the test set"
         )
-    return out, int(g["images"].shape[1])
+    return out, int(g["images"].shape[1]), np.asarray(table["mpp"], np.float64)
 
 
 def _load(work: WorkDir, splits: Mapping[str, np.ndarray], synthetic: bool) -> _Data:
@@ -237,23 +239,6 @@ def _load(work: WorkDir, splits: Mapping[str, np.ndarray], synthetic: bool) -> _
         sx, sy = s["images"][:], s["masks"][:]
     tr, va, te = splits["train"], splits["val"], splits["test"]
     return _Data(images[tr], masks[tr], images[va], masks[va], images[te], masks[te], sx, sy)
-
-
-def _patch_mpp(work: WorkDir) -> np.ndarray:
-    """The pixel size (µm/px) of every patch: the table's ``mpp`` column, else the store's."""
-    g = store.open_stage(work.patches, stage="extract", made_by=EXTRACT_MADE_BY)
-    table = store.read_table(g, "table")
-    n = int(g["images"].shape[0])
-    if "mpp" in table:
-        mpp = np.asarray(table["mpp"], np.float64)
-    else:
-        mpp = np.full(n, float(g.attrs.get("mpp", "nan")))
-    if mpp.shape != (n,) or not np.all(np.isfinite(mpp) & (mpp > 0)):
-        raise WsiAugError(
-            f"{work.patches}: patches lack a valid pixel size (mpp), needed for "
-            "--min-object-area; re-run `wsi-aug extract`, or pass --min-object-area 0"
-        )
-    return mpp
 
 
 def min_area_pixels(min_object_area: float, mpp: np.ndarray) -> np.ndarray:
@@ -429,10 +414,8 @@ def eval_seg(
             f"--min-object-area {min_object_area}: must be an area >= 0 in µm² "
             "(e.g. 1000; 0 disables the clean-up)"
         )
-    splits, size = _split_indices(wd)
-    min_area_px: float | np.ndarray = 0.0
-    if min_object_area > 0:
-        min_area_px = min_area_pixels(min_object_area, _patch_mpp(wd)[splits["test"]])
+    splits, size, mpp = _split_indices(wd)
+    min_area_px = min_area_pixels(min_object_area, mpp[splits["test"]])
     if output_size(size, 5, padding) <= 0:
         raise WsiAugError(
             f"{wd.patches}: {size}-px patches are too small for the valid-padding U-Net "

@@ -13,7 +13,6 @@ process, in a process pool (``workers``), or on a Dask cluster (``scheduler``) a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import zlib
@@ -460,8 +459,9 @@ def _iter_outputs(
 ) -> Iterator[SlideOutput]:
     """Run the per-slide tasks here, in a process pool or on a Dask cluster; yield in task order.
 
-    At most ``2 * workers`` slides are in flight or waiting, so memory holds a few slides'
-    patches, never the whole run's.
+    A process pool holds at most ``2 * workers`` slides in flight or waiting, so memory holds a
+    few slides' patches, never the whole run's; a Dask cluster keeps results on its workers until
+    they are consumed here.
     """
     if scheduler:
         try:
@@ -590,9 +590,7 @@ def _write_patches(
             images.flush()  # the patches first, then the records that vouch for them
             masks.flush()
             for j, record in unrecorded:
-                tmp = records / f".{j:06d}.json.tmp"
-                tmp.write_text(json.dumps(record))
-                os.replace(tmp, records / f"{j:06d}.json")
+                store.atomic_write_bytes(records / f"{j:06d}.json", json.dumps(record).encode())
             unrecorded.clear()
             last = time.monotonic()
         bar.update(1)

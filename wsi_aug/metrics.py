@@ -166,8 +166,7 @@ def clean_mask(
     labels, n = ndimage.label(filled, structure=in_plane)
     if n:
         size = np.bincount(labels.ravel(), minlength=n + 1)
-        patch = np.zeros(n + 1, np.intp)
-        patch[labels.ravel()] = np.repeat(np.arange(len(stack)), labels[0].size)
+        patch = [0] + [box[0].start for box in ndimage.find_objects(labels)]  # per label
         keep = size >= areas[patch]
         keep[0] = False
         filled = keep[labels]

@@ -133,6 +133,16 @@ def cached_result(
     return None
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new, never half of it."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def partial_path(path: str | os.PathLike[str], key: str) -> Path:
     """Where a resumable stage keeps its unfinished work (one folder per cache key)."""
     p = Path(path)

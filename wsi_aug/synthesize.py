@@ -25,7 +25,12 @@ from wsi_aug.device import resolve_device
 from wsi_aug.errors import CheckpointError, StageMissingError, WsiAugError
 from wsi_aug.gan.checkpoints import latest_checkpoint, load_generator
 from wsi_aug.gan.data import condition_array, input_fingerprints, open_inputs, to_uint8_image
-from wsi_aug.gan.models import GanConfig, GeneratorDropout, set_dropout_generator
+from wsi_aug.gan.models import (
+    GanConfig,
+    GeneratorDropout,
+    derived_seed,
+    set_dropout_generator,
+)
 
 STAGE = "synthetic"
 GAN_BY = "wsi-aug train-gan"
@@ -123,7 +128,7 @@ def synthesize(
         for m in layers:
             m.train()  # batch norm stays in eval mode: running statistics
         noise = torch.Generator(device=dev)
-        noise.manual_seed(int(np.random.SeedSequence([seed, 3]).generate_state(1)[0]))
+        noise.manual_seed(derived_seed(seed, 3))
         set_dropout_generator(generator, noise)
     masks, maps, rows = load_train_conditions(work)
     conditions = make_source(source, masks, maps, rows, seed)

@@ -25,6 +25,7 @@ from torch import nn
 
 from wsi_aug.errors import CheckpointError
 from wsi_aug.gan.models import GanConfig, UNetGenerator, build_generator
+from wsi_aug.store import atomic_write_bytes
 
 FORMAT = "wsi-aug-gan/1"
 LATEST = "latest"
@@ -102,15 +103,6 @@ def load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     opt.load_state_dict({"state": state["state"], "param_groups": groups})
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -160,7 +152,7 @@ def save_checkpoint(
     finally:
         tmp.unlink(missing_ok=True)
     if update_latest:
-        _atomic_write_bytes(out.parent / LATEST, (out.name + "\n").encode())
+        atomic_write_bytes(out.parent / LATEST, (out.name + "\n").encode())
     return out
 
 

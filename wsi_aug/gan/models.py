@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -275,6 +276,11 @@ def build_discriminator(cfg: GanConfig, generator: torch.Generator | None = None
     if cfg.disc == "patch":
         return _materialise(lambda: PatchDiscriminator(cin, cfg.ndf), generator)
     return _materialise(lambda: PaperDiscriminator(cin, cfg.size, cfg.ndf, cfg.kernel), generator)
+
+
+def derived_seed(*key: int) -> int:
+    """A 63-bit seed derived from integers, for seeding local (e.g. dropout) generators."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:

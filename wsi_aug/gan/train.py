@@ -70,6 +70,7 @@ from wsi_aug.gan.models import (
     GanConfig,
     build_discriminator,
     build_generator,
+    derived_seed,
     set_dropout_generator,
 )
 
@@ -80,11 +81,6 @@ MADE_BY = "wsi-aug train-gan"
 LOSS_COLUMNS = ("step", "epoch", "d_loss", "g_adv", "g_l1", "g_ms", "it/s")
 GRAPH_WARMUP = 3  # eager steps (real training steps) before the CUDA graph is captured
 FLUSH_EVERY = 25  # steps between reads of the losses from the device
-
-
-def _derived_seed(*key: int) -> int:
-    """A 63-bit seed derived from integers (for the local generators)."""
-    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class GanTrainer:
@@ -123,7 +119,7 @@ class GanTrainer:
             self.G = self.G.to(memory_format=torch.channels_last)
             self.D = self.D.to(memory_format=torch.channels_last)
         self.dropout_rng = torch.Generator(device=self.device)
-        self.dropout_rng.manual_seed(_derived_seed(seed, rank, 1))
+        self.dropout_rng.manual_seed(derived_seed(seed, rank, 1))
         set_dropout_generator(self.G, self.dropout_rng)
         self.np_rng = np.random.default_rng([seed, rank, 2])
         betas = (cfg.beta1, cfg.beta2)
@@ -309,7 +305,7 @@ class GanTrainer:
             self.dropout_rng.set_state(ck.torch_rng)
         else:
             log.info("%s: dropout generator saved on another device type; reseeded", ck.path)
-            self.dropout_rng.manual_seed(_derived_seed(self.seed, self.rank, 1, ck.step))
+            self.dropout_rng.manual_seed(derived_seed(self.seed, self.rank, 1, ck.step))
         states = ck.numpy_rng or []
         if len(states) == self.world_size:
             self.np_rng.bit_generator.state = states[self.rank]
