@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from wsi_aug import metrics as M
 
@@ -209,3 +210,76 @@ def test_frechet_distance() -> None:
     # more dimensions than samples: still finite
     g = rng.normal(size=(5, 16))
     assert np.isfinite(M.frechet_distance(g, g + 0.1))
+
+
+def _textured_pair(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    a = np.clip(128 + gaussian_filter(rng.normal(size=(n, size, size, 3)), (0, 2, 2, 0)) * 300,
+                0, 255)
+    b = np.clip(a + rng.normal(0, 20, a.shape) + np.array([10.0, -5.0, 0.0]), 0, 255)
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def test_ms_ssim_follows_pytorch_msssim() -> None:
+    import pytorch_msssim
+
+    a, b = _textured_pair(3, 192)
+    ref = pytorch_msssim.ms_ssim(
+        torch.from_numpy(a).permute(0, 3, 1, 2), torch.from_numpy(b).permute(0, 3, 1, 2),
+        data_range=255, size_average=False,
+    ).double().numpy()
+    assert np.allclose(M.ms_ssim(a, b), ref, atol=1e-9)  # the library itself at 161 px and up
+    own = M.ms_ssim(a, b, scales=5)  # this module's code path, same convention
+    assert np.allclose(own, ref, atol=2e-5)
+
+
+def test_ms_ssim_on_small_patches_uses_fewer_scales() -> None:
+    assert [M.ms_ssim_scales(s) for s in (256, 161, 160, 128, 64, 32, 16)] == [5, 5, 4, 4, 3, 2, 1]
+    a, b = _textured_pair(2, 128)
+    s = M.ms_ssim(a, b)
+    assert np.allclose(s, M.ms_ssim(a, b, scales=4)) and np.all((s > 0.5) & (s < 1))
+    assert np.allclose(M.ms_ssim(a, a), 1.0)
+    assert np.all(M.ms_ssim(a, a[::-1].copy()) < s)  # different images score lower
+
+
+def _old_wasserstein(a: np.ndarray, b: np.ndarray, lo: float, hi: float, bins: int = 256) -> float:
+    """The hand-written area between cumulative histograms used before scipy (a copy)."""
+    edges = np.linspace(lo, hi, bins + 1)
+    ha = np.histogram(np.clip(a, lo, hi), edges)[0].astype(np.float64)
+    hb = np.histogram(np.clip(b, lo, hi), edges)[0].astype(np.float64)
+    cdf = np.cumsum(ha / ha.sum()) - np.cumsum(hb / hb.sum())
+    return float(np.abs(cdf).sum() * (hi - lo) / bins)
+
+
+def test_wasserstein_agrees_with_the_cumulative_histogram_formula() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a = rng.integers(0, 256, 4000)
+        b = np.clip(rng.normal(rng.uniform(60, 200), 30, 3000), 0, 255)
+        got = M.wasserstein_1d_hist(a, b, 0, 255)
+        assert got == pytest.approx(_old_wasserstein(a, b, 0, 255), rel=1e-12, abs=1e-12)
+    h = rng.normal(0.1, 0.02, 2000)
+    assert M.wasserstein_1d_hist(h, h + 0.01, 0.0, 0.2, bins=64) == pytest.approx(
+        _old_wasserstein(h, h + 0.01, 0.0, 0.2, bins=64), rel=1e-12
+    )
+    assert np.isnan(M.wasserstein_1d_hist(np.zeros(0), a, 0, 255))
+
+
+def test_frechet_reports_a_large_imaginary_part() -> None:
+    import warnings
+
+    rng = np.random.default_rng(0)
+    f, g = rng.normal(size=(200, 4)), rng.normal(size=(150, 4)) + 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", M.FrechetWarning)  # ordinary features: no warning
+        d = M.frechet_distance(f, g)
+        small = M.frechet_moments(f.mean(0), np.cov(f.T), g.mean(0), np.cov(g.T))
+    assert small.distance == d and small.imaginary < 1e-6
+    # A "covariance" that is not positive semi-definite: S_a S_b has a negative eigenvalue, so
+    # its square root is imaginary there; the distance is reported with a warning.
+    mu = np.zeros(3)
+    with pytest.warns(M.FrechetWarning, match="imaginary"):
+        bad = M.frechet_moments(mu, np.eye(3), mu, np.diag([1.0, 1.0, -1.0]))
+    assert bad.imaginary > M.FRECHET_IMAGINARY_TOLERANCE and np.isfinite(bad.distance)

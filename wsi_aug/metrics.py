@@ -1,4 +1,4 @@
-"""Segmentation and image-set metrics, in plain numpy/scipy/skimage.
+"""Segmentation and image-set metrics (numpy/scipy/skimage; MS-SSIM from pytorch_msssim).
 
 Segmentation (eval-seg): Dice pooled over a set, mean per-patch Dice, IoU, and object-level
 precision/recall/F1 with connected components matched one-to-one at IoU >= 0.5 (optionally after
@@ -38,13 +38,13 @@ def _ratio(num: float, den: float) -> float:
 def dice(pred: np.ndarray, target: np.ndarray) -> float:
     """Dice pooled over all pixels of the set: 2|P∩T| / (|P| + |T|); 1 when both are empty."""
     p, t = _binary_pair(pred, target)
-    return _ratio(2 * np.count_nonzero(p & t), np.count_nonzero(p) + np.count_nonzero(t))
+    return _ratio(2 * int(np.count_nonzero(p & t)), int(np.count_nonzero(p) + np.count_nonzero(t)))
 
 
 def iou(pred: np.ndarray, target: np.ndarray) -> float:
     """Intersection over union pooled over all pixels of the set; 1 when both are empty."""
     p, t = _binary_pair(pred, target)
-    return _ratio(np.count_nonzero(p & t), np.count_nonzero(p | t))
+    return _ratio(int(np.count_nonzero(p & t)), int(np.count_nonzero(p | t)))
 
 
 def dice_per_patch(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -233,7 +233,7 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 def _gaussian_window(size: int, sigma: float) -> np.ndarray:
     t = np.arange(size) - (size - 1) / 2
     g = np.exp(-0.5 * (t / sigma) ** 2)
-    return g / g.sum()
+    return np.asarray(g / g.sum())
 
 
 def _filter_valid(x: np.ndarray, win: np.ndarray) -> np.ndarray:
@@ -241,13 +241,15 @@ def _filter_valid(x: np.ndarray, win: np.ndarray) -> np.ndarray:
     r = len(win) // 2
     y = ndimage.correlate1d(x, win, axis=1, mode="constant")
     y = ndimage.correlate1d(y, win, axis=2, mode="constant")
-    return y[:, r : x.shape[1] - (len(win) - 1 - r), r : x.shape[2] - (len(win) - 1 - r)]
+    return np.asarray(
+        y[:, r : x.shape[1] - (len(win) - 1 - r), r : x.shape[2] - (len(win) - 1 - r)]
+    )
 
 
 def _ssim_cs(
     a: np.ndarray, b: np.ndarray, win: np.ndarray, data_range: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image mean SSIM and contrast-structure term of (N, H, W, C) float stacks."""
+    """Per-image, per-channel (N, C) mean SSIM and contrast-structure term of (N, H, W, C)."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_a, mu_b = _filter_valid(a, win), _filter_valid(b, win)
     saa = _filter_valid(a * a, win) - mu_a**2
@@ -255,8 +257,44 @@ def _ssim_cs(
     sab = _filter_valid(a * b, win) - mu_a * mu_b
     cs = (2 * sab + c2) / (saa + sbb + c2)
     lum = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
-    axes = tuple(range(1, a.ndim))
-    return (lum * cs).mean(axis=axes), cs.mean(axis=axes)
+    return (lum * cs).mean(axis=(1, 2)), cs.mean(axis=(1, 2))
+
+
+def _library_fits(side: int, win_size: int) -> bool:
+    """Whether `pytorch_msssim.ms_ssim` accepts this size: 5 scales, shorter side > 16 (win - 1)."""
+    return win_size % 2 == 1 and side > (win_size - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
+
+
+def ms_ssim_scales(side: int, win_size: int = 11) -> int:
+    """How many scales (at most 5) `ms_ssim` uses for images whose shorter side is ``side``.
+
+    5 where pytorch_msssim accepts the size (side > 16 x (window - 1): 161 px and up with the
+    11 px window), else as many as keep the coarsest side at least the window (``side //
+    2**(scales - 1) >= win_size``): 4 for 128 px, 3 for 64 px patches.
+    """
+    win_size = min(win_size, side)
+    if _library_fits(side, win_size):
+        return len(MS_SSIM_WEIGHTS)
+    scales = 1
+    while scales < len(MS_SSIM_WEIGHTS) and side // 2**scales >= win_size:
+        scales += 1
+    return scales
+
+
+def _ms_ssim_library(
+    x: np.ndarray, y: np.ndarray, data_range: float, win_size: int, sigma: float
+) -> np.ndarray:
+    """`pytorch_msssim.ms_ssim` (5 scales) of (N, H, W, C) float32 stacks, one value per pair."""
+    import torch
+    from pytorch_msssim import ms_ssim as _lib_ms_ssim
+
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    ty = torch.from_numpy(np.ascontiguousarray(y.transpose(0, 3, 1, 2)))
+    with torch.no_grad():
+        out = _lib_ms_ssim(
+            tx, ty, data_range=data_range, size_average=False, win_size=win_size, win_sigma=sigma
+        )
+    return out.double().numpy()
 
 
 def ms_ssim(
@@ -270,9 +308,19 @@ def ms_ssim(
 ) -> np.ndarray:
     """Multi-scale SSIM of each image pair in (N, H, W[, C]) stacks (Wang et al. 2003).
 
-    Gaussian-window SSIM at up to 5 scales (2x average-pooling between scales) with the standard
-    weights; small images use fewer scales (as many as keep the coarsest side >= the window) with
-    the weights renormalised. Negative contrast terms are clipped to 0 so the product is defined.
+    Convention (that of `pytorch_msssim.ms_ssim`): an 11 px Gaussian window (sigma 1.5) applied
+    'valid' (no padding), K1 = 0.01, K2 = 0.03 on ``data_range``, 2x2 average pooling between
+    scales, the weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), negative contrast-structure
+    and SSIM terms clipped to 0, MS-SSIM computed per channel and then averaged over channels.
+    Images whose shorter side exceeds 16 x (window - 1) (161 px and up: the 256 px patches) use
+    `pytorch_msssim` itself. It refuses smaller images, which cannot hold 5 scales, so those
+    (e.g. 128 px demo patches) are computed here with the same convention but fewer scales
+    (`ms_ssim_scales`: 4 for 128 px) and the first weights renormalised to sum to 1. Odd sides
+    before a pooling: pytorch_msssim pads them (zeros counted), here the last row/column is
+    dropped; 256 and 128 px patches stay even. ``scales`` forces a number of scales (computed
+    here). Where both apply (256 px, 5 scales) the two agree to ~1e-5 (float32 rounding).
+    Before this convention, channels were averaged inside each scale: results differed by up
+    to ~1e-5 at 256 px and ~1e-3 at 32 px.
     """
     x = np.asarray(a, np.float32)
     y = np.asarray(b, np.float32)
@@ -283,9 +331,9 @@ def ms_ssim(
     side = min(x.shape[1], x.shape[2])
     win_size = min(win_size, side)
     if scales is None:
-        scales = 1
-        while scales < len(MS_SSIM_WEIGHTS) and side // 2**scales >= win_size:
-            scales += 1
+        if len(x) and _library_fits(side, win_size):
+            return _ms_ssim_library(x, y, data_range, win_size, sigma)
+        scales = ms_ssim_scales(side, win_size)
     weights = np.asarray(MS_SSIM_WEIGHTS[:scales])
     weights = weights / weights.sum()
     win = _gaussian_window(win_size, sigma).astype(np.float32)
@@ -299,7 +347,8 @@ def ms_ssim(
             h, w = (x.shape[1] // 2) * 2, (x.shape[2] // 2) * 2
             x = x[:, :h, :w].reshape(len(x), h // 2, 2, w // 2, 2, -1).mean(axis=(2, 4))
             y = y[:, :h, :w].reshape(len(y), h // 2, 2, w // 2, 2, -1).mean(axis=(2, 4))
-    return np.prod(np.stack(terms).astype(np.float64) ** weights[:, None], axis=0)
+    per_channel = np.prod(np.stack(terms).astype(np.float64) ** weights[:, None, None], axis=0)
+    return np.asarray(per_channel.mean(axis=1))
 
 
 def random_pairs(
@@ -374,16 +423,20 @@ def wasserstein_1d_hist(
 ) -> float:
     """Earth mover's distance between the value distributions of ``a`` and ``b`` (histograms).
 
-    Both are binned on the same ``bins`` bins over [lo, hi]; the distance is the area between
-    the two cumulative histograms, in the units of the values.
+    Both are binned on the same ``bins`` bins over [lo, hi] (values outside are clipped in);
+    the distance is `scipy.stats.wasserstein_distance` between the two histograms placed at the
+    bin centres, i.e. the area between the two cumulative histograms, in the units of the values.
+    NaN when either is empty.
     """
+    from scipy.stats import wasserstein_distance
+
     edges = np.linspace(lo, hi, bins + 1)
     ha = np.histogram(np.clip(a, lo, hi), edges)[0].astype(np.float64)
     hb = np.histogram(np.clip(b, lo, hi), edges)[0].astype(np.float64)
     if ha.sum() == 0 or hb.sum() == 0:
         return float("nan")
-    cdf = np.cumsum(ha / ha.sum()) - np.cumsum(hb / hb.sum())
-    return float(np.abs(cdf).sum() * (hi - lo) / bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    return float(wasserstein_distance(centres, centres, ha, hb))
 
 
 def _pixel_sample(images: np.ndarray, max_pixels: int, rng: np.random.Generator) -> np.ndarray:
@@ -423,11 +476,68 @@ def colour_distance(
     return out
 
 
+#: Relative size of the imaginary part of the covariance product's square root above which
+#: `frechet_distance` warns (as pytorch-fid's 1e-3 check): the distance is then unreliable.
+FRECHET_IMAGINARY_TOLERANCE = 1e-3
+
+
+class FrechetWarning(RuntimeWarning):
+    """The matrix square root of a Fréchet distance had a large imaginary part."""
+
+
+@dataclass(frozen=True)
+class Frechet:
+    """A Fréchet distance and the relative size of the imaginary part that was dropped.
+
+    ``imaginary`` is ||Im sqrtm(S_a S_b)||_F / ||sqrtm(S_a S_b)||_F: ~1e-8 from rounding alone;
+    above `FRECHET_IMAGINARY_TOLERANCE` the covariances were not positive semi-definite (or too
+    ill-conditioned) and the distance should not be trusted.
+    """
+
+    distance: float
+    imaginary: float
+
+
+def frechet_moments(
+    mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray, eps: float = 1e-6
+) -> Frechet:
+    """Fréchet distance between N(mu_a, cov_a) and N(mu_b, cov_b), with its imaginary residue.
+
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), clipped at 0; ``eps`` is added to the
+    diagonals when the square root is not finite (few samples, singular covariance). The real
+    part of the square root is used; a relative imaginary part above
+    `FRECHET_IMAGINARY_TOLERANCE` is reported with a `FrechetWarning` (and in the result).
+    """
+    mu = np.asarray(mu_a, np.float64) - np.asarray(mu_b, np.float64)
+    sa = np.atleast_2d(np.asarray(cov_a, np.float64))
+    sb = np.atleast_2d(np.asarray(cov_b, np.float64))
+    with warnings.catch_warnings():  # singular covariances are expected with few samples
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = np.asarray(linalg.sqrtm(sa @ sb))
+        if not np.isfinite(covmean).all():
+            off = np.eye(len(sa)) * eps
+            covmean = np.asarray(linalg.sqrtm((sa + off) @ (sb + off)))
+    norm = float(np.linalg.norm(covmean))
+    imaginary = float(np.linalg.norm(np.imag(covmean))) / norm if norm > 0 else 0.0
+    if imaginary > FRECHET_IMAGINARY_TOLERANCE:
+        warnings.warn(
+            f"Fréchet distance: the matrix square root has a relative imaginary part of "
+            f"{imaginary:.2g} (> {FRECHET_IMAGINARY_TOLERANCE:g}); covariances not positive "
+            "semi-definite or too ill-conditioned, the distance is unreliable",
+            FrechetWarning,
+            stacklevel=3,
+        )
+    real = np.real(covmean)
+    d = float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(real))
+    return Frechet(max(0.0, d), imaginary)
+
+
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
     """Fréchet distance between Gaussians fitted to two (N, D) feature sets (as in FID).
 
-    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)); a small ``eps`` is added to the
-    diagonals when the product's square root is not finite (few samples, singular covariance).
+    See `frechet_moments` (which this calls on the means and sample covariances): warns with a
+    `FrechetWarning` where the square root's imaginary part is large; NaN with fewer than 2
+    samples in either set.
     """
     a = np.asarray(feats_a, np.float64)
     b = np.asarray(feats_b, np.float64)
@@ -435,14 +545,5 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
         raise ValueError(f"feature sets must be (N, D) with the same D: {a.shape}, {b.shape}")
     if len(a) < 2 or len(b) < 2:
         return float("nan")
-    mu = a.mean(0) - b.mean(0)
-    sa = np.atleast_2d(np.cov(a, rowvar=False))
-    sb = np.atleast_2d(np.cov(b, rowvar=False))
-    with warnings.catch_warnings():  # singular covariances are expected with few samples
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sa @ sb)
-        if not np.isfinite(covmean).all():
-            off = np.eye(len(sa)) * eps
-            covmean = linalg.sqrtm((sa + off) @ (sb + off))
-    covmean = np.real(covmean)
-    return float(max(0.0, mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(covmean)))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return frechet_moments(a.mean(0), cov_a, b.mean(0), cov_b, eps).distance

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsi_aug.imaging import dihedral_matrix, upsample_displacement
+
 # RGB <-> YIQ: hue jitter is a rotation of the chroma plane (I, Q), which keeps luma.
 _YIQ = np.array(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float64
@@ -59,15 +61,17 @@ def _geometry_matrices(
     mats = np.tile(np.eye(3), (n, 1, 1))
     square = h == w
     for b in range(n):
-        m = np.eye(3)
+        # The symmetry part (`wsi_aug.imaging.dihedral_matrix`): x flip, then on rectangles a
+        # y flip (x flip + 180°) instead of a 90° rotation, on squares a 90° rotation.
+        sym = np.eye(2)
         if cfg.flip and rng.random() < 0.5:
-            m = np.diag([-1.0, 1.0, 1.0]) @ m
-        if cfg.flip and not square and rng.random() < 0.5:  # no rot90 on rectangles: flip both
-            m = np.diag([1.0, -1.0, 1.0]) @ m
+            sym = dihedral_matrix(True, 0) @ sym
+        if cfg.flip and not square and rng.random() < 0.5:
+            sym = dihedral_matrix(True, 2) @ sym
         if cfg.rot90 and square:
-            k = int(rng.integers(4))
-            c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
-            m = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ m
+            sym = dihedral_matrix(False, int(rng.integers(4))) @ sym
+        m = np.eye(3)
+        m[:2, :2] = sym
         if cfg.p_affine > 0 and rng.random() < cfg.p_affine:
             a = math.radians(rng.uniform(-cfg.rotation, cfg.rotation))
             z = rng.uniform(1 - cfg.zoom, 1 + cfg.zoom)
@@ -100,13 +104,8 @@ def _sampling_grid(
             g = max(2, cfg.elastic_grid)
             coarse = rng.normal(0.0, 2 * cfg.elastic_alpha, (n, 2, g, g))
             coarse *= chosen[:, None, None, None]
-            field = F.interpolate(
-                torch.as_tensor(coarse, dtype=torch.float32, device=device),
-                size=(h, w),
-                mode="bicubic",
-                align_corners=True,
-            )
-            grid = grid + field.permute(0, 2, 3, 1)
+            coarse_t = torch.as_tensor(coarse, dtype=torch.float32, device=device)
+            grid = grid + upsample_displacement(coarse_t, (h, w), mode="bicubic")
     return grid
 
 
@@ -129,23 +128,23 @@ def _colour(x: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> to
     if cfg.hue > 0:
         angles = rng.uniform(-cfg.hue, cfg.hue, n) * 2 * math.pi
         mats = np.empty((n, 3, 3))
-        for b, a in enumerate(angles):
+        for i, a in enumerate(angles):
             r = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-            mats[b] = _YIQ_INV @ r @ _YIQ
+            mats[i] = _YIQ_INV @ r @ _YIQ
         x = torch.einsum("bij,bjhw->bihw", torch.as_tensor(mats, dtype=x.dtype, device=dev), x)
     if cfg.contrast > 0:
         c = torch.as_tensor(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, n), dtype=x.dtype)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * c.to(dev).view(n, 1, 1, 1) + mean
     if cfg.brightness > 0:
-        b = torch.as_tensor(rng.uniform(-cfg.brightness, cfg.brightness, n), dtype=x.dtype)
-        x = x + b.to(dev).view(n, 1, 1, 1)
+        shift = torch.as_tensor(rng.uniform(-cfg.brightness, cfg.brightness, n), dtype=x.dtype)
+        x = x + shift.to(dev).view(n, 1, 1, 1)
     if cfg.p_blur > 0:
         chosen = np.flatnonzero(rng.random(n) < cfg.p_blur)
         if len(chosen):
             x = x.clone()
-            for b in chosen:
-                x[b : b + 1] = _gaussian_blur(x[b : b + 1], rng.uniform(0.3, cfg.blur_sigma))
+            for i in chosen.tolist():
+                x[i : i + 1] = _gaussian_blur(x[i : i + 1], rng.uniform(0.3, cfg.blur_sigma))
     if cfg.p_noise > 0:
         std = rng.uniform(0, cfg.noise_std, n) * (rng.random(n) < cfg.p_noise)
         if std.any():

@@ -183,7 +183,7 @@ class UNet(nn.Module):
         x, skips = self.encode(x)
         for up, conv, skip in zip(self.up, self.up_conv, reversed(skips)):
             x = up(x)
-            x = conv(torch.cat([center_crop(skip, x.shape[-2:]), x], dim=1))
+            x = conv(torch.cat([center_crop(skip, (x.shape[-2], x.shape[-1])), x], dim=1))
         x = self.head(x)
         if self.padding == "same" and x.shape[-2:] != size:
             x = center_crop(x, (size[0], size[1]))
