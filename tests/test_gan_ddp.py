@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from wsi_aug import store
 from wsi_aug.gan.checkpoints import latest_checkpoint, load_checkpoint
-from wsi_aug.gan.train import run_ddp_check
+from wsi_aug.gan.ddp import run_ddp_check
 from wsi_aug.store import WorkDir
 
 
@@ -25,6 +25,6 @@ def test_two_gloo_processes_end_with_identical_weights(tiny_work: WorkDir, tmp_p
     # rank 0 alone wrote the store, with the world size in its parameters
     assert store.is_complete(wd.gan)
     assert store.read_meta(wd.gan)["params"]["world_size"] == 2
-    ck = load_checkpoint(latest_checkpoint(wd.gan / "checkpoints"))
+    ck = load_checkpoint(latest_checkpoint(wd.gan_files / "checkpoints"))
     assert ck.step == 2 and ck.numpy_rng is not None and len(ck.numpy_rng) == 2
     assert ck.numpy_rng[0] != ck.numpy_rng[1]  # each rank augments with its own generator

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +17,22 @@ import zarr
 from wsi_aug import store
 from wsi_aug.cli import main
 from wsi_aug.errors import StageMissingError, WsiAugError
-from wsi_aug.gan import train as train_mod
+from wsi_aug.gan import loop as loop_mod
 from wsi_aug.gan.checkpoints import (
+    canonical_header,
     flatten_optimizer,
     latest_checkpoint,
     load_checkpoint,
+    load_generator,
     unflatten_optimizer,
 )
-from wsi_aug.gan.data import GanDataset, PairSampler, load_gan_data, make_batch
+from wsi_aug.gan.data import GanDataset, PairSampler, make_batch
 from wsi_aug.gan.models import GanConfig
-from wsi_aug.gan.train import GanTrainer, train_gan, weights_fingerprint
+from wsi_aug.gan.step import GanStep as GanTrainer
+from wsi_aug.gan.step import weights_fingerprint
+from wsi_aug.gan.train import train
+from wsi_aug.stages.structure import PairedStores
+from wsi_aug.stages.train_gan import train_gan
 from wsi_aug.store import WorkDir
 
 TINY = dict(ngf=4, ndf=4, device="cpu", progress=False)
@@ -46,13 +54,13 @@ def test_train_gan_writes_the_store_and_is_cached(tiny_work: WorkDir, tmp_path: 
     group = zarr.open_group(wd.gan, mode="r")
     cfg = GanConfig.from_dict(dict(group.attrs["config"]))
     assert (cfg.size, cfg.ngf, cfg.ndf, cfg.l1_weight, cfg.ms_weight) == (64, 4, 4, 10.0, 10.0)
-    ckdir = wd.gan / "checkpoints"
+    ckdir = wd.gan_files / "checkpoints"
     assert sorted(p.name for p in ckdir.glob("*.safetensors")) == [
         "epoch-0001.safetensors", "epoch-0002.safetensors"]
     assert latest_checkpoint(ckdir) == ckdir / "epoch-0002.safetensors"
-    assert (wd.gan / "samples" / "epoch-0001.png").is_file()
-    assert (wd.gan / "samples" / "epoch-0002.png").is_file()
-    with (wd.gan / "losses.csv").open() as f:
+    assert (wd.gan_files / "samples" / "epoch-0001.png").is_file()
+    assert (wd.gan_files / "samples" / "epoch-0002.png").is_file()
+    with (wd.gan_files / "losses.csv").open() as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["step", "epoch", "d_loss", "g_adv", "g_l1", "g_ms", "it/s"]
     assert [int(r[0]) for r in rows[1:]] == list(range(1, 9))  # 7 positives -> 4 pairs/epoch
@@ -60,7 +68,7 @@ def test_train_gan_writes_the_store_and_is_cached(tiny_work: WorkDir, tmp_path: 
     ck = load_checkpoint(ckdir / "epoch-0002.safetensors")
     assert (ck.step, ck.epoch, ck.epoch_step) == (8, 2, 0)
     assert group.attrs["steps"] == 8
-    assert not list(wd.root.glob(".gan.zarr.*"))  # no partial or temporary folder left
+    assert not list(wd.root.glob(f".{wd.gan.name}.*"))  # no partial or temporary folder left
 
     assert train_gan(wd.root, epochs=2, **TINY).cached
     # more epochs with --resume continue the finished run
@@ -69,12 +77,12 @@ def test_train_gan_writes_the_store_and_is_cached(tiny_work: WorkDir, tmp_path: 
     ck3 = load_checkpoint(latest_checkpoint(ckdir))
     assert (ck3.step, ck3.epoch) == (12, 3)
     assert (ckdir / "epoch-0001.safetensors").is_file()  # the history came along
-    with (wd.gan / "losses.csv").open() as f:
+    with (wd.gan_files / "losses.csv").open() as f:
         assert [int(r[0]) for r in list(csv.reader(f))[1:]] == list(range(1, 13))
 
 
 def test_resume_gives_the_identical_next_step(tiny_work: WorkDir, tmp_path: Path) -> None:
-    data = load_gan_data(tiny_work.root)
+    data = PairedStores(tiny_work.root).load()
     dataset = GanDataset(data)
     steps = PairSampler(len(data), seed=0).epoch_steps(0)
     cfg = GanConfig(size=64, ngf=4, ndf=4)
@@ -104,11 +112,11 @@ def test_interrupted_training_resumes_exactly(
 ) -> None:
     straight = copy_work(tiny_work, tmp_path / "straight")
     train_gan(straight.root, epochs=2, **TINY)
-    reference = load_checkpoint(latest_checkpoint(straight.gan / "checkpoints"))
+    reference = load_checkpoint(latest_checkpoint(straight.gan_files / "checkpoints"))
 
     wd = copy_work(tiny_work, tmp_path / "interrupted")
     calls = {"n": 0}
-    real_make_batch = train_mod.make_batch
+    real_make_batch = loop_mod.make_batch
 
     def interrupt_at_step_6(*args, **kwargs):
         calls["n"] += 1
@@ -116,35 +124,36 @@ def test_interrupted_training_resumes_exactly(
             raise KeyboardInterrupt
         return real_make_batch(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "make_batch", interrupt_at_step_6)
+    monkeypatch.setattr(loop_mod, "make_batch", interrupt_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         train_gan(wd.root, epochs=2, **TINY)
-    monkeypatch.setattr(train_mod, "make_batch", real_make_batch)
+    monkeypatch.setattr(loop_mod, "make_batch", real_make_batch)
     assert not store.is_complete(wd.gan)
-    partials = list(wd.root.glob(".gan.zarr.partial-*"))
-    assert len(partials) == 1 and (partials[0] / "checkpoints" / "epoch-0001.safetensors").is_file()
+    partials = [p for p in wd.root.glob(f".{wd.gan.name}.partial-*") if p.suffix != ".files"]
+    files = Path(f"{partials[0]}.files")  # the unfinished run's checkpoints, beside its store
+    assert len(partials) == 1 and (files / "checkpoints" / "epoch-0001.safetensors").is_file()
 
     train_gan(wd.root, epochs=2, resume=True, **TINY)
-    resumed = load_checkpoint(latest_checkpoint(wd.gan / "checkpoints"))
+    resumed = load_checkpoint(latest_checkpoint(wd.gan_files / "checkpoints"))
     assert resumed.step == reference.step == 8
     for name, value in reference.generator.items():
         assert torch.equal(value, resumed.generator[name]), name
     for name, value in reference.discriminator.items():
         assert torch.equal(value, resumed.discriminator[name]), name
-    with (wd.gan / "losses.csv").open() as f:
+    with (wd.gan_files / "losses.csv").open() as f:
         assert [int(r[0]) for r in list(csv.reader(f))[1:]] == list(range(1, 9))
 
 
 def test_max_steps_stops_with_a_checkpoint(tiny_work: WorkDir, tmp_path: Path) -> None:
     wd = copy_work(tiny_work, tmp_path / "w")
     train_gan(wd.root, epochs=5, max_steps=3, checkpoint_every=2, **TINY)
-    ck = load_checkpoint(latest_checkpoint(wd.gan / "checkpoints"))
+    ck = load_checkpoint(latest_checkpoint(wd.gan_files / "checkpoints"))
     assert (ck.step, ck.epoch, ck.epoch_step) == (3, 0, 3)
     assert ck.path.name == "step-00000003.safetensors"
 
 
 def test_a_few_steps_lower_l1_on_a_fixed_batch(tiny_work: WorkDir) -> None:
-    data = load_gan_data(tiny_work.root)
+    data = PairedStores(tiny_work.root).load()
     x, y = make_batch(GanDataset(data), np.array([[0, 1]]), np.random.default_rng(0))
     trainer = GanTrainer(GanConfig(size=64, ngf=8, ndf=8, lr=2e-3), seed=0)
     l1 = [float(trainer.train_step(x, y)[2]) for _ in range(12)]
@@ -157,7 +166,7 @@ def test_a_few_steps_lower_l1_on_a_fixed_batch(tiny_work: WorkDir) -> None:
 ])
 def test_ablations_train(tiny_work: WorkDir, options: dict) -> None:
     cfg = GanConfig(size=64, ngf=4, ndf=4, **options)
-    data = load_gan_data(tiny_work.root)
+    data = PairedStores(tiny_work.root).load()
     dataset = GanDataset(data, cfg.no_structure)
     pairs = PairSampler(len(data)).epoch_steps(0, cfg.pairs_per_step)[0]
     trainer = GanTrainer(cfg)
@@ -235,3 +244,67 @@ def test_weights_fingerprint_sees_changes() -> None:
     with torch.no_grad():
         next(trainer.G.parameters()).add_(1e-3)
     assert weights_fingerprint(trainer.G) != before
+
+
+# G after the tiny stage run below (seed 1, 6 steps, one torch thread), recorded with torch 2.13 on
+# x86-64 before the training code was split into step / graph / ddp / loop: the split must keep
+# every random draw and every update. Float results may differ on another torch, so only there.
+PINNED_G = "17b2ae7e312fe6bedc891ddee46dbb4040bbb6998a579edf62aee4d305608318"
+PINNED_TORCH = "2.13."
+
+
+def test_training_reproduces_the_recorded_weights(tiny_work: WorkDir, tmp_path: Path) -> None:
+    wd = copy_work(tiny_work, tmp_path / "w")
+    train_gan(wd.root, epochs=2, max_steps=6, seed=1, **TINY)
+    g, ck = load_generator(latest_checkpoint(wd.gan_files / "checkpoints"))
+    assert ck.step == 6
+    stage = weights_fingerprint(g)
+    # the domain-level entry on the same data gives the same weights, without any store
+    pairs = PairedStores(tiny_work.root)
+    data, val = pairs.load(), pairs.load("val", limit=4)
+    step = train(GanConfig(size=64, ngf=4, ndf=4), data, val, tmp_path / "out", epochs=2,
+                 max_steps=6, seed=1, device="cpu")
+    assert weights_fingerprint(step.G) == stage
+    assert (tmp_path / "out" / "checkpoints" / "step-00000006.safetensors").is_file()
+    if not torch.__version__.startswith(PINNED_TORCH):
+        pytest.skip(f"weights recorded with torch {PINNED_TORCH}x, not {torch.__version__}")
+    assert stage == PINNED_G
+
+
+def test_identical_runs_write_byte_identical_checkpoints(
+    tiny_work: WorkDir, tmp_path: Path
+) -> None:
+    files = []
+    for name in ("a", "b"):
+        wd = copy_work(tiny_work, tmp_path / name)
+        train_gan(wd.root, epochs=2, max_steps=6, **TINY)
+        ckdir = wd.gan_files / "checkpoints"
+        files.append({p.name: p.read_bytes() for p in sorted(ckdir.iterdir())})
+    assert sorted(files[0]) == [
+        "epoch-0001.safetensors", "latest", "step-00000006.safetensors"]
+    assert files[0] == files[1]
+
+
+def test_canonical_header_sorts_metadata_and_moves_data_when_needed(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "a.safetensors"
+    save_file({"b": torch.ones(3), "a": torch.arange(2)}, str(path), metadata={"z": "1", "a": "2"})
+    canonical_header(path)
+    canonical = path.read_bytes()
+    (n,) = struct.unpack("<Q", canonical[:8])
+    assert canonical[8 : 8 + n].startswith(b'{"__metadata__":{"a":"2","z":"1"}')
+    # a header of another length (padded by some other writer): rewritten, data moved along
+    header = canonical[8 : 8 + n] + b" " * 8
+    path.write_bytes(struct.pack("<Q", len(header)) + header + canonical[8 + n :])
+    canonical_header(path)
+    assert path.read_bytes() == canonical
+    assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
+
+
+def test_the_cpu_path_never_imports_the_cuda_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "wsi_aug.gan.graph", None)  # importing it would now fail
+    step = GanTrainer(GanConfig(size=32, ngf=4, ndf=4), fast=True)
+    assert not step.fast and not step.amp
+    losses = step.train_step(torch.zeros(2, 2, 32, 32), torch.zeros(2, 3, 32, 32))
+    assert losses.shape == (4,) and not step.graph_captured

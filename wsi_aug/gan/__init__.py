@@ -1,6 +1,8 @@
 """The mode-seeking Pix2Pix GAN: models, losses, data, checkpoints and training.
 
-Import the submodules (`wsi_aug.gan.train`, ...) for the functions; this package's top level
+Training is split by job: `step` (G, D, optimisers, one update), `graph` (its CUDA-graph replay),
+`ddp` (process group, DDP wrapping), `loop` (epochs, checkpoints, samples, loss log) and `train`
+(the entry that ties them). Import the submodules for the functions; this package's top level
 re-exports the main names lazily so that importing it stays cheap.
 """
 
@@ -13,9 +15,9 @@ _EXPORTS = {
     "build_generator": "wsi_aug.gan.models",
     "build_discriminator": "wsi_aug.gan.models",
     "count_parameters": "wsi_aug.gan.models",
+    "GanStep": "wsi_aug.gan.step",
     "GanTrainer": "wsi_aug.gan.train",
-    "train_gan": "wsi_aug.gan.train",
-    "run_ddp_check": "wsi_aug.gan.train",
+    "run_ddp_check": "wsi_aug.gan.ddp",
     "load_checkpoint": "wsi_aug.gan.checkpoints",
     "load_generator": "wsi_aug.gan.checkpoints",
     "save_checkpoint": "wsi_aug.gan.checkpoints",

@@ -6,13 +6,17 @@ the step / epoch counters, the dropout generator's state (tensor ``rng/torch``) 
 bit-generator states of the data augmentation (JSON, one per process), so that training resumes
 exactly. Tensors are stored as safetensors, everything else as JSON in its metadata; files are
 written to a temporary name and `os.replace`d, so a crash never leaves a half-written checkpoint.
-A folder's ``latest`` file names its newest checkpoint.
+The same content always gives the same bytes (the header's metadata keys are sorted), so file
+fingerprints of checkpoints compare runs. A folder's ``latest`` file names its newest checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,8 @@ from torch import nn
 from wsi_aug.errors import CheckpointError
 from wsi_aug.gan.models import GanConfig, UNetGenerator, build_generator
 from wsi_aug.store import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 FORMAT = "wsi-aug-gan/1"
 LATEST = "latest"
@@ -146,6 +152,7 @@ def save_checkpoint(
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        canonical_header(tmp)
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
@@ -156,14 +163,57 @@ def save_checkpoint(
     return out
 
 
+def canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's header with its metadata keys in sorted order.
+
+    safetensors writes the metadata from a hash map whose order changes from call to call, so two
+    identical checkpoints would differ in bytes. Tensor entries keep their (deterministic) order;
+    the data is untouched, moved only if the header's length changes.
+    """
+    with path.open("r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        meta = header.pop("__metadata__", None)
+        ordered: dict[str, Any] = {}
+        if meta is not None:
+            ordered["__metadata__"] = dict(sorted(meta.items()))
+        ordered.update(header)
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (-len(text) % 8)  # data stays 8-byte aligned, as safetensors pads
+        if len(text) == n:
+            f.seek(8)
+            f.write(text)
+            return
+    moved = path.with_name(path.name + ".header")
+    try:
+        with path.open("rb") as src, moved.open("wb") as dst:
+            dst.write(struct.pack("<Q", len(text)))
+            dst.write(text)
+            src.seek(8 + n)
+            shutil.copyfileobj(src, dst, 16 << 20)
+        os.replace(moved, path)
+    finally:
+        moved.unlink(missing_ok=True)
+
+
 def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint a folder's ``latest`` file names, or None when there is none."""
-    marker = Path(folder) / LATEST
-    if not marker.is_file():
+    """The checkpoint a folder's ``latest`` file names, else the newest one there, else None.
+
+    A ``latest`` marker that is missing or names a deleted file falls back to the most recently
+    written checkpoint, with a log line saying so, rather than to "no checkpoint".
+    """
+    folder = Path(folder)
+    marker = folder / LATEST
+    if marker.is_file():
+        name = marker.read_text().strip()
+        path = folder / name
+        if name and path.is_file():
+            return path
+    found = sorted(folder.glob("*.safetensors"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    if not found:
         return None
-    name = marker.read_text().strip()
-    path = Path(folder) / name
-    return path if name and path.is_file() else None
+    log.info("%s: no usable 'latest' marker; using the newest, %s", folder, found[-1].name)
+    return found[-1]
 
 
 def _corrupt(path: Path, why: object) -> CheckpointError:

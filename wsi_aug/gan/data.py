@@ -11,42 +11,13 @@ DistributedDataParallel a `DistributedSampler` gives each rank its share of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import Dataset, DistributedSampler
 
-from wsi_aug import store
-from wsi_aug.errors import StageMissingError, WsiAugError
-
-EXTRACT_BY = "wsi-aug extract SLIDES"
-STRUCTURE_BY = "wsi-aug structure"
-
-
-def open_inputs(work: Path) -> tuple[zarr.Group, zarr.Group]:
-    """Open the complete patches and structure stores of a work folder, checking they match."""
-    wd = store.WorkDir(Path(work))
-    patches = store.open_stage(wd.patches, stage="extract", made_by=EXTRACT_BY)
-    structure = store.open_stage(wd.structure, stage="structure", made_by=STRUCTURE_BY)
-    n_p, n_s = patches["images"].shape[0], structure["maps"].shape[0]
-    made_from = (store.read_meta(wd.structure) or {}).get("inputs", {}).get("patches")
-    if n_p != n_s or (made_from is not None and made_from != store.stage_fingerprint(wd.patches)):
-        raise StageMissingError(
-            f"{wd.structure}: made from other patches than {wd.patches} ({n_s} maps, {n_p} "
-            f"patches); rebuild it with `{STRUCTURE_BY}`"
-        )
-    return patches, structure
-
-
-def input_fingerprints(work: Path) -> dict[str, str]:
-    """The fingerprints of the patches and structure stores, for the cache keys of later stages."""
-    wd = store.WorkDir(Path(work))
-    return {
-        "patches": store.stage_fingerprint(wd.patches),
-        "structure": store.stage_fingerprint(wd.structure),
-    }
+from wsi_aug.errors import WsiAugError
+from wsi_aug.imaging import dihedral
 
 
 @dataclass
@@ -56,7 +27,7 @@ class GanData:
     images: np.ndarray
     masks: np.ndarray
     maps: np.ndarray
-    rows: np.ndarray  # the rows of these patches in patches.zarr
+    rows: np.ndarray  # the rows of these patches in extract.zarr
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -64,37 +35,6 @@ class GanData:
     @property
     def size(self) -> int:
         return int(self.masks.shape[-1])
-
-
-def select_rows(work: Path, split: str = "train", positive: bool = True) -> np.ndarray:
-    """Rows of patches.zarr in `split` (and positive, if asked)."""
-    patches, _ = open_inputs(work)
-    table = store.read_table(patches, "table")
-    keep = np.asarray(table["split"]) == split
-    if positive:
-        keep &= np.asarray(table["positive"]).astype(bool)
-    return np.flatnonzero(keep)
-
-
-def load_gan_data(
-    work: Path, split: str = "train", positive: bool = True, limit: int | None = None
-) -> GanData:
-    """Load the patches of a split (positive ones by default) with their masks and maps."""
-    patches, structure = open_inputs(work)
-    rows = select_rows(work, split, positive)
-    if limit is not None:
-        rows = rows[:limit]
-    if len(rows) == 0:
-        size = int(patches["masks"].shape[-1])
-        empty = np.zeros((0, size, size), np.uint8)
-        return GanData(np.zeros((0, size, size, 3), np.uint8), empty, empty.copy(), rows)
-    sel = (rows,)
-    return GanData(
-        images=np.asarray(patches["images"].get_orthogonal_selection(sel), np.uint8),
-        masks=(np.asarray(patches["masks"].get_orthogonal_selection(sel)) > 0).astype(np.uint8),
-        maps=(np.asarray(structure["maps"].get_orthogonal_selection(sel)) > 0).astype(np.uint8),
-        rows=rows,
-    )
 
 
 def condition_array(mask: np.ndarray, structure: np.ndarray, no_structure: bool) -> np.ndarray:
@@ -117,14 +57,9 @@ def to_uint8_image(y: torch.Tensor) -> np.ndarray:
 
 def flip_rotate(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:
     """The same random horizontal flip and 90° rotation applied to channel-first arrays."""
-    k = int(rng.integers(4))
+    k = int(rng.integers(4))  # drawn before the flip, as ever: resumed runs see the same draws
     flip = bool(rng.random() < 0.5)
-    out = []
-    for a in arrays:
-        if flip:
-            a = a[..., ::-1]
-        out.append(np.ascontiguousarray(np.rot90(a, k, axes=(-2, -1))))
-    return out
+    return [dihedral(a, flip, k) for a in arrays]
 
 
 class GanDataset(Dataset):
@@ -187,8 +122,9 @@ class PairSampler:
         """This rank's steps of an epoch, each a (pairs_per_step, 2) array; short tails dropped."""
         pairs = self.epoch_pairs(epoch)
         if world_size > 1:
-            sampler = DistributedSampler(
-                range(len(pairs)),
+            # torch types the data as a Dataset; DistributedSampler uses only its len()
+            sampler: DistributedSampler[int] = DistributedSampler(
+                range(len(pairs)),  # type: ignore[arg-type]
                 num_replicas=world_size,
                 rank=rank,
                 shuffle=False,

@@ -16,8 +16,9 @@ initialised from a local generator (Pix2Pix: N(0, 0.02)), so no global random st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -246,12 +247,16 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> nn.Module:
     return module
 
 
-def _materialise(make: Any, generator: torch.Generator | None) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _materialise(make: Callable[[], M], generator: torch.Generator | None) -> M:
     """Build on the meta device (no default init), allocate on the CPU, initialise locally."""
     with torch.device("meta"):
         model = make()
     model = model.to_empty(device="cpu")
-    return init_weights(model, generator if generator is not None else torch.Generator())
+    init_weights(model, generator if generator is not None else torch.Generator())
+    return model
 
 
 def build_generator(cfg: GanConfig, generator: torch.Generator | None = None) -> UNetGenerator:
