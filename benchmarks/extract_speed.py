@@ -110,7 +110,9 @@ def main() -> None:
     two = min(run_extract(slides_dir, tmp / "w2", ws, wm, 2, neg) for _ in range(args.repeat))
     import zarr
 
-    n_all = zarr.open_group(tmp / "w2" / "patches.zarr", mode="r")["images"].shape[0]
+    from wsi_aug.store import WorkDir
+
+    n_all = zarr.open_group(WorkDir(tmp / "w2").patches, mode="r")["images"].shape[0]
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {len(all_cores)} cores, "

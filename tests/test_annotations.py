@@ -538,3 +538,122 @@ def test_tiff_and_jpeg_masks(tmp_path: Path) -> None:
     Image.fromarray(binary).save(tmp_path / "m.jpg", quality=70)
     (a,) = read_annotations(tmp_path / "m.jpg").annotations  # JPEG ringing is not foreground
     assert a.geometry.area == pytest.approx(32 * 32, rel=0.05)
+
+
+def test_unknown_class_error_keeps_its_parts(tmp_path: Path) -> None:
+    import pickle
+
+    from wsi_aug.annotations.model import UnknownClassError
+
+    feats = [_feature(_poly(SQUARE), classification={"name": "Tubule"})]
+    feats.append(_feature(_poly(_shift(SQUARE, 0, 500)), classification={"name": "Tubule"}))
+    aset = read_annotations(_write(tmp_path / "t.geojson", feats))
+    with pytest.raises(UnknownClassError) as exc:
+        aset.select(["glomerulus", "glomeruli"])
+    err = exc.value
+    assert isinstance(err, AnnotationError)
+    assert (err.source.name, err.asked, err.classes) == ("t.geojson", ("glomerulus", "glomeruli"),
+                                                          {"Tubule": 2})  # fmt: skip
+    assert str(err) == (
+        "t.geojson: no object of class 'glomerulus' or 'glomeruli'; classes found: Tubule (2); "
+        "choose with --label"
+    )
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.classes == err.classes
+
+
+# --------------------------------------------------------------------------- the object index
+
+
+def _blobs(n: int, extent: float, seed: int) -> list:
+    """`n` random star-shaped polygons (some with a hole) of about 80 px over a square."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        cx, cy = rng.uniform(0, extent, 2)
+        k = int(rng.integers(8, 30))
+        t = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r = rng.uniform(25, 45, k)
+        shell = np.c_[cx + r * np.cos(t), cy + r * np.sin(t)]
+        holes = []
+        if rng.random() < 0.5:
+            holes = [np.c_[cx + 8 * np.cos(t[::-1]), cy + 8 * np.sin(t[::-1])]]
+        p = Polygon(shell, holes)
+        if p.is_valid:
+            out.append(p)
+    return out
+
+
+def test_object_index_query_and_rasterize_match_testing_every_object() -> None:
+    import shapely
+
+    from wsi_aug.annotations.index import ObjectIndex
+
+    geoms = _blobs(300, 2000.0, seed=0)
+    geoms.append(MultiPolygon([Polygon(SQUARE), Polygon(_shift(SQUARE, 300))]))
+    index = ObjectIndex(geoms)
+    assert len(index) == len(geoms)
+    rng = np.random.default_rng(1)
+    for x0, y0 in [*rng.uniform(-100, 2000, (40, 2)).tolist(), [-50.0, -50.0]]:
+        box = (x0, y0, 256.0, 256.0)
+        window = shapely.box(x0, y0, x0 + 256, y0 + 256)
+        want = [g for g in geoms if g.intersects(window)]
+        assert index.query(box) == want
+        assert index.touches(box) == bool(want)
+        m = index.rasterize(box, 128)
+        assert m.dtype == np.uint8 and m.shape == (128, 128)
+        yy, xx = np.mgrid[:128, :128]
+        px, py = x0 + (xx + 0.5) * 2, y0 + (yy + 0.5) * 2
+        ref = np.zeros((128, 128), bool)
+        for g in want:
+            ref |= shapely.contains_xy(g, px, py)
+        assert (m != ref).mean() < 0.002  # only pixel centres on an outline may differ
+    assert not ObjectIndex([]).touches((0, 0, 10, 10))
+    assert not ObjectIndex([]).rasterize((0, 0, 10, 10), 8).any()
+
+
+def test_scanline_fill_agrees_with_skimage_polygon() -> None:
+    """`fill_rings` gives skimage.draw.polygon's pixels (exterior drawn, holes cleared) to the
+    pixel on random polygons with holes; it is kept because it is several times faster."""
+    draw = pytest.importorskip("skimage.draw")
+    from wsi_aug.annotations.index import fill_rings
+
+    size = 128
+    n_diff = 0
+    for p in _blobs(200, 100.0, seed=2):
+        rings = [np.asarray(r.coords) for r in (p.exterior, *p.interiors)]
+        ours = fill_rings(rings, size)
+        ref = np.zeros((size, size), bool)
+        for i, r in enumerate(rings):  # skimage's pixel (row, col) has its centre at (row, col)
+            rr, cc = draw.polygon(r[:, 1] - 0.5, r[:, 0] - 0.5, (size, size))
+            ref[rr, cc] = i == 0
+        n_diff += int((ours != ref).sum())
+    assert n_diff == 0
+
+
+@pytest.mark.slow
+def test_rasterising_a_window_costs_about_the_same_with_8000_objects() -> None:
+    """The index makes a window's cost independent of how many objects the slide holds."""
+    import time
+
+    from wsi_aug.annotations.index import ObjectIndex
+
+    def per_window(n: int) -> float:
+        extent = 100.0 * np.sqrt(n)  # the same density: windows meet the same number of objects
+        index = ObjectIndex(_blobs(n, extent, seed=n))
+        rng = np.random.default_rng(3)
+        boxes = [(x, y, 256.0, 256.0) for x, y in rng.uniform(0, extent - 256, (60, 2))]
+        for b in boxes[:5]:
+            index.rasterize(b, 128)  # warm: ring coordinates are cached on first use
+        best = np.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            for b in boxes:
+                index.rasterize(b, 128)
+            best = min(best, time.perf_counter() - t)
+        return best / len(boxes)
+
+    few, many = per_window(20), per_window(8000)
+    assert many <= 3 * few, (
+        f"{many * 1e3:.2f} ms a window with 8000 objects, {few * 1e3:.2f} with 20"
+    )

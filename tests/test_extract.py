@@ -14,11 +14,25 @@ import zarr
 from wsi_aug import store
 from wsi_aug.cli import main
 from wsi_aug.errors import WsiAugError
-from wsi_aug.extract import ExtractParams, assign_splits, extract, rasterize
+from wsi_aug.extract import assign_splits, rasterize
+from wsi_aug.stages import extract as stage_extract
+from wsi_aug.stages.extract import ExtractParams, extract
+
+
+def _extract(inputs, work, *, params, **kw):
+    """The extract stage on these inputs; `kw` holds runtime options and other params fields."""
+    runtime = {k: kw.pop(k) for k in ("progress", "report", "force") if k in kw}
+    return extract(work, ExtractParams.build(params, inputs=tuple(inputs), **kw), **runtime)
+
+
+
+def _store(work: Path) -> Path:
+    """The patch store of a work folder, wherever the layout puts it."""
+    return store.WorkDir(Path(work)).patches
 
 
 def _load(work: Path):
-    g = zarr.open_group(work / "patches.zarr", mode="r")
+    g = zarr.open_group(_store(work), mode="r")
     return g["images"][:], g["masks"][:], store.read_table(g, "table")
 
 
@@ -69,15 +83,15 @@ def test_table_columns_and_splits_by_slide(phantom_work):
 
 def test_rerun_is_cached_and_changed_parameter_rebuilds(phantom_slides, tmp_path):
     params = ExtractParams(size=32, mpp=4.0, seed=1)
-    first = extract([phantom_slides], tmp_path, params=params, progress=False)
+    first = _extract([phantom_slides], tmp_path, params=params, progress=False)
     assert not first.cached
-    again = extract([phantom_slides], tmp_path, params=params, progress=False)
+    again = _extract([phantom_slides], tmp_path, params=params, progress=False)
     assert again.cached
-    other = extract(
+    other = _extract(
         [phantom_slides], tmp_path, params=ExtractParams(size=48, mpp=4.0, seed=1), progress=False
     )
     assert not other.cached
-    assert zarr.open_group(tmp_path / "patches.zarr", mode="r")["images"].shape[1] == 48
+    assert zarr.open_group(_store(tmp_path), mode="r")["images"].shape[1] == 48
 
 
 def test_changed_annotation_file_rebuilds(phantom_slides, tmp_path):
@@ -86,20 +100,20 @@ def test_changed_annotation_file_rebuilds(phantom_slides, tmp_path):
     for p in sorted(phantom_slides.glob("phantom-000.*")):
         shutil.copy(p, src / p.name)
     params = ExtractParams(size=32, mpp=4.0)
-    extract([src], tmp_path / "w", params=params, progress=False)
+    _extract([src], tmp_path / "w", params=params, progress=False)
     ann = src / "phantom-000.geojson"
     data = json.loads(ann.read_text())
     data["features"] = data["features"][:1]
     ann.write_text(json.dumps(data))
-    res = extract([src], tmp_path / "w", params=params, progress=False)
+    res = _extract([src], tmp_path / "w", params=params, progress=False)
     assert not res.cached
     assert _load(tmp_path / "w")[2]["positive"].sum() == 1
 
 
 def test_parallel_workers_match_serial(phantom_slides, tmp_path):
     params = ExtractParams(size=32, mpp=4.0, negatives=2)
-    extract([phantom_slides], tmp_path / "a", params=params, progress=False)
-    extract([phantom_slides], tmp_path / "b", params=params, workers=2, progress=False)
+    _extract([phantom_slides], tmp_path / "a", params=params, progress=False)
+    _extract([phantom_slides], tmp_path / "b", params=params, workers=2, progress=False)
     a, b = _load(tmp_path / "a"), _load(tmp_path / "b")
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert a[2]["object_id"].tolist() == b[2]["object_id"].tolist()
@@ -111,7 +125,7 @@ def test_interrupted_extraction_resumes_after_the_last_finished_slide(
     import wsi_aug.extract as ex
 
     params = ExtractParams(size=32, mpp=4.0, negatives=2)
-    extract([phantom_slides], tmp_path / "a", params=params, progress=False)
+    _extract([phantom_slides], tmp_path / "a", params=params, progress=False)
     real = ex.extract_slide
     calls: list[str] = []
 
@@ -122,13 +136,13 @@ def test_interrupted_extraction_resumes_after_the_last_finished_slide(
         return real(task)
 
     monkeypatch.setattr(ex, "extract_slide", crash_on_third)
-    monkeypatch.setattr(ex, "CHECKPOINT_SECONDS", 0.0)  # record every finished slide
+    monkeypatch.setattr(stage_extract, "CHECKPOINT_SECONDS", 0.0)  # record every finished slide
     with pytest.raises(KeyboardInterrupt):
-        extract([phantom_slides], tmp_path / "b", params=params, progress=False)
-    assert store.read_meta(tmp_path / "b" / "patches.zarr") is None  # nothing looks complete
+        _extract([phantom_slides], tmp_path / "b", params=params, progress=False)
+    assert store.read_meta(_store(tmp_path / "b")) is None  # nothing looks complete
     monkeypatch.setattr(ex, "extract_slide", lambda t: (calls.append(t.slide.name), real(t))[1])
     lines: list[str] = []
-    res = extract(
+    res = _extract(
         [phantom_slides], tmp_path / "b", params=params, progress=False, report=lines.append
     )
     assert not res.cached
@@ -138,18 +152,19 @@ def test_interrupted_extraction_resumes_after_the_last_finished_slide(
     a, b = _load(tmp_path / "a"), _load(tmp_path / "b")
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert {k: v.tolist() for k, v in a[2].items()} == {k: v.tolist() for k, v in b[2].items()}
-    assert not (tmp_path / "b" / "patches.zarr" / "progress").exists()
-    assert not list((tmp_path / "b").glob(".patches.zarr.*"))  # no partial folder left
+    name = _store(tmp_path / "b").name
+    assert not (_store(tmp_path / "b") / "progress").exists()
+    assert not list((tmp_path / "b").glob(f".{name}.*"))  # no partial folder left
 
 
 def test_dask_scheduler_runs_the_same_tasks(phantom_slides, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     params = ExtractParams(size=32, mpp=4.0)
-    extract([phantom_slides], tmp_path / "a", params=params, progress=False)
+    _extract([phantom_slides], tmp_path / "a", params=params, progress=False)
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
-        extract(
+        _extract(
             [phantom_slides],
             tmp_path / "b",
             params=params,
@@ -187,7 +202,8 @@ def test_nothing_usable_exits_nonzero_with_one_line(tmp_path, capsys):
     last = err.strip().splitlines()[-1]
     assert last.startswith("error:") and "broken.svs" in last and "Traceback" not in err
     work = tmp_path / "w"
-    assert not work.exists() or not any(work.glob("*patches.zarr*"))  # no store, no temp folder
+    name = _store(work).name
+    assert not work.exists() or not any(work.glob(f"*{name}*"))  # no store, no temp folder
 
 
 def test_empty_folder_and_missing_path(tmp_path, capsys):
@@ -202,7 +218,7 @@ def test_empty_folder_and_missing_path(tmp_path, capsys):
 
 def test_unknown_class_lists_classes_found(phantom_slides, tmp_path):
     with pytest.raises(WsiAugError, match="Glomerulus"):
-        extract(
+        _extract(
             [phantom_slides / "phantom-000.tif"],
             tmp_path,
             params=ExtractParams(labels=("tubule",), size=32, mpp=4.0),
@@ -231,7 +247,7 @@ def test_self_intersecting_and_outside_polygons_are_reported(phantom_slides, tmp
         feats.append(f)
     data["features"] = feats
     (src / "s.geojson").write_text(json.dumps(data))
-    res = extract(
+    res = _extract(
         [src], tmp_path / "w", params=ExtractParams(size=32, mpp=4.0, min_area=0), progress=False
     )
     lines = "\n".join(res.summary.lines())
@@ -259,7 +275,7 @@ def test_assign_splits_by_group():
 @pytest.mark.shared_data
 def test_hubmap_tiles_with_labelme(shared_data, tmp_path):
     tiles = sorted((shared_data / "hubmap-pas-tiles").glob("*.jpg"))[:8]
-    res = extract(
+    res = _extract(
         tiles, tmp_path, params=ExtractParams(slide_mpp=1.0, size=256, mpp=1.0), progress=False
     )
     images, masks, table = _load(tmp_path)
@@ -286,7 +302,7 @@ def _polygons_labelme(path: Path) -> list:
 def test_aidpath_tiles_as_images_with_mask_annotations(shared_data, tmp_path):
     root = shared_data / "aidpath-pas-tiles"
     tiles = sorted((root / "images").glob("*.png"))[:6]
-    extract(
+    _extract(
         tiles,
         tmp_path,
         annotations=root / "masks",
@@ -316,7 +332,7 @@ def test_manifest_gives_patients_splits_and_per_slide_mpp(phantom_slides, tmp_pa
         rows.append(f"{stem}.tif,{stem}.geojson,P{i},{sp},{mpp}")
     manifest = tmp_path / "m.csv"
     manifest.write_text("\n".join(rows) + "\n")
-    extract(
+    _extract(
         [],
         tmp_path / "w",
         manifest=manifest,
@@ -330,7 +346,7 @@ def test_manifest_gives_patients_splits_and_per_slide_mpp(phantom_slides, tmp_pa
     # slide 0 read as 1 µm/px instead of 0.5: its glomeruli look twice as large
     area = {s: masks[table["slide"] == s].sum(axis=(1, 2)).mean() for s in split_of}
     ref = tmp_path / "ref"
-    extract(
+    _extract(
         [phantom_slides / "phantom-000.tif"],
         ref,
         params=ExtractParams(size=128, mpp=4.0),
@@ -350,3 +366,158 @@ def test_rasterize_matches_point_in_polygon_on_an_irregular_outline():
     yy, xx = np.mgrid[:128, :128]
     ref = shapely.contains_xy(poly, box[0] + (xx + 0.5) * 2, box[1] + (yy + 0.5) * 2)
     assert (m != ref).mean() < 0.005  # only pixels whose centre lies on the outline may differ
+
+
+# ---- masks at a lower resolution, grouped messages, windows at the slide's own pixel size -----
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".gif"])
+def test_low_resolution_mask_is_rescaled(tmp_path, suffix):
+    """Every mask suffix the annotation readers accept is rescaled to the slide (one list)."""
+    from PIL import Image
+
+    from wsi_aug.annotations.masks import MASK_SUFFIXES
+
+    assert suffix in MASK_SUFFIXES
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(rng.integers(100, 200, (160, 200, 3), dtype=np.uint8)).save(src / "s.png")
+    half = np.zeros((80, 100), np.uint8)
+    half[20:50, 30:60] = 255  # slide pixels 60..120 x 40..100
+    mask = Image.fromarray(half)
+    if suffix == ".webp":
+        mask.convert("RGB").save(src / f"s_mask{suffix}", lossless=True)
+    else:
+        mask.save(src / f"s_mask{suffix}")
+    res = _extract(
+        [src / "s.png"],
+        tmp_path / "w",
+        params=ExtractParams(slide_mpp=1.0, size=128, mpp=1.0, min_area=0),
+        progress=False,
+    )
+    assert any("scaled to the slide's 200x160" in n for n in res.summary.notes)
+    _, masks, table = _load(tmp_path / "w")
+    assert len(masks) == 1 and (table["cx"][0], table["cy"][0]) == (90.0, 70.0)
+    x0, y0 = 90 - 64, 70 - 64  # an integral window: the mask is the square's pixels exactly
+    want = np.zeros((128, 128), np.uint8)
+    want[40 - y0 : 100 - y0, 60 - x0 : 120 - x0] = 1
+    np.testing.assert_array_equal(masks[0], want)
+
+
+def test_group_messages_by_cause():
+    from wsi_aug.annotations.model import UnknownClassError
+    from wsi_aug.extract import SlideMessage, group_messages
+
+    msgs = [
+        SlideMessage.of_error(
+            UnknownClassError(Path(f"{i}.json"), ("glomerulus",), {"Glomeruli": 4, "Tubule": i}),
+            Path(f"/data/{i}.jpg"),
+            Path(f"/data/{i}.json"),
+        )
+        for i in range(110)
+    ]
+    assert str(msgs[3]) == (
+        "3.json: no object of class 'glomerulus'; classes found: Glomeruli (4), Tubule (3); "
+        "choose with --label"
+    )
+    assert group_messages(msgs) == [
+        "110 slides: no object of class 'glomerulus'; classes found: Tubule (5995 objects), "
+        "Glomeruli (440 objects); use --label Tubule (e.g. 0.jpg, 1.jpg)"
+    ]
+    # plain text (as read back from a progress record) groups on what follows the file name
+    plain = [f"/data/{n}.svs: cannot read level 0 (bad tile); copy it again" for n in "abc"]
+    lonely = "/data/x.svs: no such file; check the path"
+    lines = group_messages([msgs[0], *plain, lonely, msgs[1]])
+    assert lines == [
+        "2 slides: no object of class 'glomerulus'; classes found: Glomeruli (8 objects), "
+        "Tubule (1 object); use --label Glomeruli (e.g. 0.jpg, 1.jpg)",
+        "3 slides: cannot read level 0 (bad tile); copy it again (e.g. a.svs, b.svs)",
+        lonely,  # a cause of one slide keeps its message as it was
+    ]
+    assert group_messages([str(msgs[0])]) == [str(msgs[0])]
+    assert group_messages([]) == []
+    import pickle
+
+    back = pickle.loads(pickle.dumps(msgs[5]))
+    assert (str(back), back.slide, back.classes) == (str(msgs[5]), "5.jpg", msgs[5].classes)
+
+
+def test_unknown_class_on_every_slide_is_one_grouped_line(phantom_slides, tmp_path):
+    with pytest.raises(WsiAugError) as exc:
+        _extract(
+            [phantom_slides],
+            tmp_path,
+            params=ExtractParams(labels=("tubule",), size=32, mpp=4.0),
+            progress=False,
+        )
+    text = str(exc.value)
+    n = sum(len(_polygons(p)) for p in phantom_slides.glob("*.geojson"))
+    assert text.startswith("no slide gave a patch: 3 slides: no object of class 'tubule'; ")
+    assert f"classes found: Glomerulus ({n} objects); use --label Glomerulus" in text
+    assert " | " not in text and "\n" not in text
+
+
+def test_no_annotation_files_grouped(phantom_slides, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted(phantom_slides.glob("*.tif")):
+        shutil.copy(p, src / p.name)
+    with pytest.raises(WsiAugError) as exc:
+        _extract([src], tmp_path / "w", params=ExtractParams(size=32, mpp=4.0), progress=False)
+    assert str(exc.value).startswith("nothing to extract: 3 slides: no annotation file (looked")
+    assert "(e.g. phantom-000.tif, phantom-001.tif)" in str(exc.value)
+
+
+def test_negative_windows_touch_no_object(phantom_slides):
+    from wsi_aug.annotations.index import ObjectIndex
+    from wsi_aug.annotations.read import read_annotations
+    from wsi_aug.extract import _negative_boxes, _slide_rng
+    from wsi_aug.slides import open_slide
+
+    path = phantom_slides / "phantom-000.tif"
+    geoms = [a.geometry for a in read_annotations(path.with_suffix(".geojson")).annotations]
+    index = ObjectIndex(geoms)
+    union = shapely.union_all(geoms)
+    with open_slide(path) as slide:
+        boxes = _negative_boxes(slide, index, (64.0, 64.0), 8, _slide_rng(0, path.name), 0.5)
+        assert len(boxes) == 8
+        for x0, y0, w, h in boxes:
+            assert (x0, y0) == (round(x0), round(y0)) and (w, h) == (64.0, 64.0)  # 0.5: level 0
+            assert not shapely.box(x0, y0, x0 + w, y0 + h).intersects(union)
+
+
+@pytest.mark.shared_data
+def test_hubmap_windows_at_the_tiles_own_pixel_size_are_exact_crops(shared_data, tmp_path):
+    """At the slide's own pixel size the window origin is the nearest pixel: the patch is the
+    JPEG's pixels there, and the mask is rasterised over the same window."""
+    from PIL import Image
+
+    tiles = [shared_data / "hubmap-pas-tiles" / f"{n}.jpg" for n in (110, 95)]  # 95: at edges
+    _extract(
+        tiles,
+        tmp_path,
+        params=ExtractParams(slide_mpp=1.0, size=256, mpp=1.0, labels=("glomeruli",)),
+        progress=False,
+    )
+    images, masks, table = _load(tmp_path)
+    assert table["padded"].any() and not table["padded"].all()
+    i = 0
+    for tile in sorted(tiles):
+        polys = _polygons_labelme(tile.with_suffix(".json"))
+        with Image.open(tile) as img:
+            pixels = np.asarray(img.convert("RGB"))
+        h, w = pixels.shape[:2]
+        padded = np.pad(pixels, ((256, 256), (256, 256), (0, 0)), constant_values=255)
+        for p in polys:
+            assert table["slide"][i] == tile.name
+            c = p.centroid
+            x0, y0 = round(c.x - 128), round(c.y - 128)
+            assert (table["cx"][i], table["cy"][i]) == (x0 + 128, y0 + 128)
+            crop = padded[y0 + 256 : y0 + 512, x0 + 256 : x0 + 512]  # white beyond the tile
+            np.testing.assert_array_equal(images[i], crop)
+            assert table["padded"][i] == (x0 < 0 or y0 < 0 or x0 + 256 > w or y0 + 256 > h)
+            box = (float(x0), float(y0), 256.0, 256.0)
+            np.testing.assert_array_equal(masks[i], rasterize(polys, box, 256))
+            i += 1
+    assert i == len(images)

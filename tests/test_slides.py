@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
+from PIL import Image, ImageOps
 
 from wsi_aug.errors import SlideError
 from wsi_aug.slides import (
@@ -363,3 +363,99 @@ def test_closed_slide_and_suffixes(pattern_png: tuple[Path, np.ndarray]) -> None
     with pytest.raises(SlideError, match="closed"):
         slide.read_region((0, 0), 0, (4, 4))
     assert {".svs", ".ndpi", ".mrxs", ".tif", ".tiff", ".png", ".jpg"} <= SLIDE_SUFFIXES
+
+
+# ---- reads at the level's own pixel size -----------------------------------------------------
+
+
+def test_integer_crop_fast_path_equals_the_general_path(
+    tmp_path: Path, pattern_png: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At one level pixel per output pixel on the pixel grid, the read is a plain crop; the
+    resampler gives the very same pixels (here with the fast path switched off)."""
+    rng = np.random.default_rng(6)
+    tif = tmp_path / "p.tif"
+    _pyramid_tiff(tif, rng.integers(0, 256, (200, 240, 3), dtype=np.uint8), mpp=0.5)
+    boxes = [(10, 20, 64, 48), (-7, -3, 40, 40), (220, 180, 40, 30), (0, 0, 240, 200)]
+    # (slide, target mpp, level-0 pixels per level pixel at that mpp)
+    cases = [
+        (open_slide(tif, "openslide"), 0.5, 1.0),
+        (open_slide(tif, "tifffile"), 0.5, 1.0),
+        (open_slide(tif, "openslide"), 1.0, 2.0),  # level 1 (BGRA raw)
+        (open_slide(tif, "tifffile"), 1.0, 2.0),
+        (open_slide(pattern_png[0], slide_mpp=1.0), 1.0, 1.0),
+    ]
+
+    def read_all() -> list[np.ndarray]:
+        return [
+            slide.read_at_mpp((x * ds, y * ds, w * ds, h * ds), mpp, (w, h))
+            for slide, mpp, ds in cases
+            for x, y, w, h in boxes
+        ]
+
+    assert all(slides_base._as_crop(b, (b[2], b[3])) for b in boxes)
+    fast = read_all()
+    monkeypatch.setattr(slides_base, "_as_crop", lambda box, size: None)
+    general = read_all()
+    for f, g in zip(fast, general, strict=True):
+        assert f.dtype == g.dtype == np.uint8
+        np.testing.assert_array_equal(f, g)
+    for slide, _, _ in cases:
+        slide.close()
+    monkeypatch.undo()
+    path, img = pattern_png  # a crop of the PNG is its pixels, white beyond the edge
+    with open_slide(path, slide_mpp=1.0) as slide:
+        crop = slide.read_at_mpp((5, 7, 30, 20), 1.0, (30, 20))
+        np.testing.assert_array_equal(crop, img[7:27, 5:35])
+        edge = slide.read_at_mpp((-4, 70, 20, 20), 1.0, (20, 20))
+        assert (edge[:, :4] == 255).all() and (edge[10:] == 255).all()
+        np.testing.assert_array_equal(edge[:10, 4:], img[70:80, 0:16])
+
+
+def test_fractional_boxes_are_not_crops() -> None:
+    assert slides_base._as_crop((3.0, 4.0, 20.0, 20.0), (20, 20)) == (3, 4, 20, 20)
+    assert slides_base._as_crop((3.0 + 1e-8, 4.0, 20.0, 20.0), (20, 20)) == (3, 4, 20, 20)
+    assert slides_base._as_crop((3.5, 4.0, 20.0, 20.0), (20, 20)) is None  # interpolated
+    assert slides_base._as_crop((3.0, 4.0, 20.0 + 1e-6, 20.0), (20, 20)) is None
+    assert slides_base._as_crop((3.0, 4.0, 40.0, 40.0), (20, 20)) is None  # a 2x average
+
+
+def test_pixel_aligned_only_at_the_level_pixel_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    tif = tmp_path / "p.tif"
+    levels = _pyramid_tiff(tif, rng.integers(0, 256, (200, 240, 3), dtype=np.uint8), mpp=0.5)
+    with open_slide(tif, "tifffile") as slide:
+        box = (10.3, 20.7, 32.0, 32.0)
+        assert slide.pixel_aligned(box, 0.5) == (10.0, 21.0, 32.0, 32.0)  # level 0: 0.5 µm/px
+        assert slide.pixel_aligned((10.3, 20.7, 64.0, 64.0), 1.0) == (10.0, 20.0, 64.0, 64.0)
+        assert slide.pixel_aligned(box, 0.7) == box  # resampled: sub-pixel offsets kept
+        assert slide.pixel_aligned(box, 0.5 * (1 + 1e-6)) == box
+        near = slide.pixel_aligned((10.3, 20.7, 32.0 * (1 + 1e-12), 32.0), 0.5)
+        assert near == (10.0, 21.0, 32.0, 32.0)  # a size within SAME_MPP of whole pixels
+        x0, y0, w, h = slide.pixel_aligned((51.1, 29.9, 64.0, 64.0), 1.0)
+        got = slide.read_at_mpp((x0, y0, w, h), 1.0, (32, 32))
+        np.testing.assert_array_equal(got, levels[1][15 : 15 + 32, 26 : 26 + 32])
+
+
+def test_plain_image_modes_and_exif_orientation(tmp_path: Path) -> None:
+    """Opaque images are cropped, then converted: the same pixels as converting the whole."""
+    rng = np.random.default_rng(8)
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    for mode in ("RGB", "L", "P", "CMYK", "1"):
+        img = Image.fromarray(rgb).convert(mode)
+        path = tmp_path / f"m-{mode}.{'tif' if mode == 'CMYK' else 'png'}"
+        img.save(path)
+        want = np.asarray(Image.open(path).convert("RGB"))
+        with open_slide(path, backend="image", slide_mpp=1.0) as slide:
+            np.testing.assert_array_equal(slide.read_region((0, 0), 0, (40, 30)), want)
+            np.testing.assert_array_equal(slide.read_region((5, 3), 0, (10, 12)), want[3:15, 5:15])
+    # a JPEG whose EXIF says "rotate 90° clockwise to display" reads as displayed
+    path = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(path, exif=exif.tobytes(), quality=95)
+    with open_slide(path, slide_mpp=1.0) as slide:
+        assert slide.dimensions == (30, 40)
+        with Image.open(path) as img:
+            shown = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (30, 40)), shown)

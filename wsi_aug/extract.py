@@ -1,4 +1,4 @@
-"""Extraction: slides + annotation polygons -> glomerulus-centred patches in ``patches.zarr``.
+"""Extraction: slides + annotation polygons -> glomerulus-centred patches (the extract stage).
 
 One patch per annotated object of the chosen class: a window of `size` pixels at `mpp`
 micrometres per pixel centred on the polygon's centroid. The mask rasterises every object of that
@@ -12,48 +12,57 @@ process, in a process pool (``workers``), or on a Dask cluster (``scheduler``) a
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from wsi_aug import store
+from wsi_aug.annotations.index import ObjectIndex
+from wsi_aug.annotations.masks import MASK_SUFFIXES
+from wsi_aug.annotations.model import UnknownClassError, asked_text
 from wsi_aug.errors import WsiAugError
-from wsi_aug.store import StageResult, WorkDir
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+    from wsi_aug.annotations.model import Annotation
+    from wsi_aug.annotations.pairing import SlideEntry
+    from wsi_aug.slides.base import Slide
 
 DEFAULT_LABELS: tuple[str, ...] = ("glomerulus", "glomeruli")
-MASK_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
+Box = tuple[float, float, float, float]
 
 
-@dataclass(frozen=True)
-class ExtractParams:
-    """Everything that decides the content of ``patches.zarr`` (recorded in its attributes)."""
+class ExtractOptions(Protocol):
+    """What the per-slide work reads of the extract stage's parameters (`ExtractParams`)."""
 
-    size: int = 256
-    mpp: float = 1.0
-    labels: tuple[str, ...] = DEFAULT_LABELS
-    negatives: int = 0
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    seed: int = 0
-    min_area: float = 500.0  # square micrometres; smaller objects are fragments, not glomeruli
-    objects: tuple[str, ...] = ("annotation",)
-    mask_value: int | None = None
-    mask_channel: int | None = None
-    backend: str | None = None
-    slide_mpp: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["labels"] = list(self.labels)
-        d["split"] = list(self.split)
-        d["objects"] = list(self.objects)
-        return d
+    @property
+    def size(self) -> int: ...
+    @property
+    def mpp(self) -> float: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def negatives(self) -> int: ...
+    @property
+    def split(self) -> tuple[float, float, float]: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def min_area(self) -> float: ...  # square micrometres; smaller objects are fragments
+    @property
+    def objects(self) -> tuple[str, ...]: ...
+    @property
+    def mask_value(self) -> int | None: ...
+    @property
+    def mask_channel(self) -> int | None: ...
+    @property
+    def backend(self) -> str | None: ...
+    @property
+    def slide_mpp(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,24 @@ class SlideTask:
     annotation: Path
     patient: str
     split: str
-    params: ExtractParams
+    params: ExtractOptions
     slide_mpp: float | None = None  # this slide's own pixel size (manifest), over params.slide_mpp
+
+
+@dataclass(frozen=True)
+class PatchRow:
+    """One patch's row of the table: where it came from, its split, what it holds."""
+
+    slide: str  # the slide's file name
+    patient: str
+    object_id: str  # the annotation's id ('' for negatives)
+    label: str  # the annotation's class ('' for negatives)
+    cx: float  # window centre, level-0 pixels
+    cy: float
+    mpp: float  # the patch's µm/px
+    split: str  # train / val / test
+    padded: bool  # the window crosses the slide's edge (white there)
+    positive: bool  # centred on an object of the class
 
 
 @dataclass
@@ -75,7 +100,7 @@ class SlideOutput:
     slide: Path
     images: np.ndarray
     masks: np.ndarray
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[PatchRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -90,6 +115,21 @@ class ExtractSummary:
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def add(self, o: SlideOutput) -> None:
+        """Add one slide's outcome."""
+        self.notes.extend(o.notes)
+        if o.error is not None:
+            self.skipped.append(o.error)
+        elif not o.rows:
+            cause = (
+                "no patch (no object of the class above the minimum area, and no negative window)"
+            )
+            self.skipped.append(SlideMessage(f"{o.slide}: {cause}", o.slide.name, cause))
+        else:
+            pos = sum(r.positive for r in o.rows)
+            pad = sum(r.padded for r in o.rows)
+            self.slides_done.append((o.slide.name, pos, len(o.rows) - pos, pad))
+
     def lines(self) -> list[str]:
         out = [
             f"{n}: {p} glomeruli, {g} negatives, {pad} padded" for n, p, g, pad in self.slides_done
@@ -99,89 +139,127 @@ class ExtractSummary:
         return out
 
 
-@dataclass
-class ExtractResult:
-    """The stage result plus the summary of this run (empty when cached)."""
+class SlideMessage(str):
+    """One slide's skip message: the full one-line text (this str), plus its parts.
 
-    stage: StageResult
-    summary: ExtractSummary
+    `slide` names the slide, `cause` is the text without it (the same for every slide with that
+    problem, so messages group on it), and `classes` / `asked` hold the classes found and asked
+    for when the cause is an unknown class, so that `group_messages` sums counts without parsing
+    text. A message read back as a plain str (from a progress record) loses the parts;
+    `group_messages` then splits it at the first ``": "``.
+    """
 
-    @property
-    def path(self) -> Path:
-        return self.stage.path
+    slide: str
+    cause: str
+    classes: dict[str, int]
+    asked: tuple[str, ...]
 
-    @property
-    def cached(self) -> bool:
-        return self.stage.cached
+    def __new__(
+        cls,
+        text: str,
+        slide: str = "",
+        cause: str = "",
+        classes: Mapping[str, int] | None = None,
+        asked: Sequence[str] = (),
+    ) -> SlideMessage:
+        self = super().__new__(cls, text)
+        self.slide, self.cause = slide, cause or text
+        self.classes, self.asked = dict(classes or {}), tuple(asked)
+        return self
+
+    def __reduce__(self) -> tuple[type[SlideMessage], _MessageArgs]:
+        """Pickle with the parts (worker processes return these)."""
+        return (type(self), (str(self), self.slide, self.cause, self.classes, self.asked))
+
+    @classmethod
+    def of_error(cls, exc: WsiAugError, slide: Path, annotation: Path | None) -> SlideMessage:
+        """The message of a slide's error; its cause is the text after the file it names."""
+        text = str(exc)
+        if isinstance(exc, UnknownClassError):
+            cause = "no object of class " + asked_text(exc.asked)
+            return cls(text, slide.name, cause, exc.classes, exc.asked)
+        names = [str(slide), slide.name]
+        if annotation is not None:
+            names += [str(annotation), annotation.name]
+        for name in names:
+            if text.startswith(name + ": "):
+                return cls(text, slide.name, text[len(name) + 2 :])
+        return cls(text, slide.name, text)
+
+
+_MessageArgs = tuple[str, str, str, dict[str, int], tuple[str, ...]]
+
+
+def _parts(message: str) -> SlideMessage:
+    """A message with its parts: as given, or split at the first ``": "`` for a plain str."""
+    if isinstance(message, SlideMessage) and message.slide:
+        return message
+    subject, sep, cause = message.partition(": ")
+    if not sep:
+        return SlideMessage(message, "", message)
+    return SlideMessage(message, Path(subject).name, cause)
+
+
+def group_messages(messages: Sequence[str]) -> list[str]:
+    """Per-slide messages grouped by cause, one line per distinct cause, in first-seen order.
+
+    A cause that only one slide has keeps its message as it was. Several slides with one cause
+    become ``"110 slides: CAUSE (e.g. a.jpg, b.jpg)"``; for an unknown class the object counts
+    per class are summed over those slides and the most frequent class is suggested::
+
+        110 slides: no object of class 'glomerulus'; classes found: Glomeruli (455 objects);
+        use --label Glomeruli (e.g. 1.jpg, 10.jpg)
+    """
+    groups: dict[str, list[SlideMessage]] = {}
+    for m in messages:
+        part = _parts(m)
+        groups.setdefault(part.cause, []).append(part)
+    lines: list[str] = []
+    for cause, group in groups.items():
+        if len(group) == 1:
+            lines.append(str(group[0]))
+            continue
+        names = list(dict.fromkeys(g.slide for g in group if g.slide))
+        head = f"{len(group)} slides" if names else f"{len(group)} times"
+        eg = f" (e.g. {', '.join(names[:2])})" if names else ""
+        if any(g.classes for g in group):
+            total: dict[str, int] = {}
+            for g in group:
+                for k, v in g.classes.items():
+                    total[k] = total.get(k, 0) + v
+            top = sorted(total.items(), key=lambda kv: (-kv[1], kv[0].lower()))
+            found = ", ".join(f"{k} ({v} object{'s' if v != 1 else ''})" for k, v in top)
+            lines.append(f"{head}: {cause}; classes found: {found}; use --label {top[0][0]}{eg}")
+        else:
+            lines.append(f"{head}: {cause}{eg}")
+    return lines
 
 
 def _empty(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.uint8)
 
 
-def _fill_rings(rings: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """Even-odd scanline fill of closed rings (x, y in output pixels) at the pixel centres.
-
-    Every row's centre line is cut with every edge at once (half-open rule, so each row meets an
-    even number of edges); pixels whose centres lie between consecutive crossings are filled. The
-    even-odd rule over a polygon's exterior and holes leaves the holes empty.
-    """
-    edges = np.concatenate([np.c_[r[:-1], r[1:]] for r in rings if len(r) > 1])
-    x0, y0, x1, y1 = edges.T
-    y = (np.arange(size) + 0.5)[:, None]
-    cut = (y0 <= y) != (y1 <= y)
-    rows, idx = np.nonzero(cut)
-    if len(rows) == 0:
-        return np.zeros((size, size), bool)
-    t = (y[rows, 0] - y0[idx]) / (y1[idx] - y0[idx])
-    xs = x0[idx] + t * (x1[idx] - x0[idx])
-    order = np.lexsort((xs, rows))
-    rows, xs = rows[order], xs[order]
-    c0 = np.clip(np.ceil(xs[0::2] - 0.5), 0, size).astype(np.intp)
-    c1 = np.clip(np.ceil(xs[1::2] - 0.5), 0, size).astype(np.intp)
-    diff = np.zeros((size, size + 1), np.int32)
-    np.add.at(diff, (rows[0::2], c0), 1)
-    np.add.at(diff, (rows[0::2], c1), -1)
-    return np.cumsum(diff[:, :size], axis=1) > 0
-
-
-def rasterize(
-    geoms: Iterable[Any], box: tuple[float, float, float, float], size: int
-) -> np.ndarray:
+def rasterize(geoms: Iterable[BaseGeometry], box: Box, size: int) -> np.ndarray:
     """Binary (size, size) mask of the polygons over a level-0 box, sampled at pixel centres.
 
     A pixel is inside when its centre is covered by a polygon (holes excluded), so the mask is
-    exact at the target resolution whatever the slide's own.
+    exact at the target resolution whatever the slide's own. For many windows over the same
+    polygons, build one `ObjectIndex` and call its `rasterize` (this builds one per call).
     """
-    import shapely
-
-    x0, y0, w0, h0 = box
-    scale = np.array([size / w0, size / h0])
-    origin = np.array([x0, y0])
-    out = np.zeros((size, size), bool)
-    window = shapely.box(x0, y0, x0 + w0, y0 + h0)
-    for geom in geoms:
-        if not geom.intersects(window):
-            continue
-        for poly in getattr(geom, "geoms", [geom]):
-            if poly.is_empty or poly.geom_type != "Polygon":
-                continue
-            rings = [poly.exterior, *poly.interiors]
-            out |= _fill_rings([(np.asarray(r.coords) - origin) * scale for r in rings], size)
-    return out.astype(np.uint8)
+    return ObjectIndex(geoms).rasterize(box, size)
 
 
 def tissue_mask(thumb: np.ndarray) -> np.ndarray:
     """Tissue on a thumbnail: Otsu on saturation plus darkness (glass is bright and grey)."""
-    from skimage.filters import threshold_otsu
+    from wsi_aug.imaging import is_flat, otsu_threshold
 
     f = thumb.astype(np.float32) / 255.0
     mx, mn = f.max(-1), f.min(-1)
     sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0)
     score = sat + (1.0 - f.mean(-1))
-    if float(score.max() - score.min()) < 1e-3:
+    if is_flat(score, 1e-3):
         return np.zeros(score.shape, bool)
-    return score > threshold_otsu(score)
+    return np.asarray(score > otsu_threshold(score))
 
 
 def _slide_rng(seed: int, name: str) -> np.random.Generator:
@@ -189,7 +267,7 @@ def _slide_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def _read_objects(task: SlideTask, width: int, height: int, notes: list[str]):
+def _read_objects(task: SlideTask, width: int, height: int, notes: list[str]) -> list[Annotation]:
     """The chosen class's polygons of a slide, scaled to level 0, with what was dropped noted."""
     from shapely import affinity
 
@@ -254,13 +332,20 @@ def extract_slide(task: SlideTask) -> SlideOutput:
         with open_slide(task.slide, backend=p.backend, slide_mpp=mpp) as slide:
             _extract_open_slide(task, slide, out)
     except WsiAugError as exc:
-        out.error = str(exc)
+        out.error = SlideMessage.of_error(exc, task.slide, task.annotation)
         out.images, out.masks = _empty(size)
         out.rows = []
     return out
 
 
-def _extract_open_slide(task: SlideTask, slide: Any, out: SlideOutput) -> None:
+def _extract_open_slide(task: SlideTask, slide: Slide, out: SlideOutput) -> None:
+    """One slide's patches into `out`.
+
+    Where the slide has a level at exactly the target pixel size (HuBMAP tiles read at their own
+    1 µm/px, say), each window's origin is moved to the nearest pixel of that level: the read is
+    then a plain crop, and the patch is centred on the object to within half a pixel. The mask
+    is rasterised over the same (moved) box, so image and mask agree.
+    """
     p = task.params
     size = p.size
     width, height = slide.dimensions
@@ -274,24 +359,28 @@ def _extract_open_slide(task: SlideTask, slide: Any, out: SlideOutput) -> None:
             "(fragments; change with --min-area)"
         )
     centred = [a for a in objects if a.geometry.area >= min_px]
-    geoms = [a.geometry for a in objects]
-    w0, h0 = size * p.mpp / mpp_x, size * p.mpp / mpp_y
+    index = ObjectIndex(a.geometry for a in objects)
+    w0, h0 = slide.pixel_aligned((0.0, 0.0, size * p.mpp / mpp_x, size * p.mpp / mpp_y), p.mpp)[2:]
     imgs: list[np.ndarray] = []
     msks: list[np.ndarray] = []
     name = task.slide.name
     for a in centred:
         c = a.geometry.centroid
-        box = (c.x - w0 / 2, c.y - h0 / 2, w0, h0)
+        cx, cy = c.x, c.y
+        box = slide.pixel_aligned((cx - w0 / 2, cy - h0 / 2, w0, h0), p.mpp)
+        if box[:2] != (cx - w0 / 2, cy - h0 / 2):  # moved: the centre is the window's
+            cx, cy = box[0] + w0 / 2, box[1] + h0 / 2
         imgs.append(slide.read_at_mpp(box, p.mpp, (size, size)))
-        msks.append(rasterize(geoms, box, size))
-        out.rows.append(_row(task, name, a.id, a.label, c.x, c.y, box, width, height, True))
+        msks.append(index.rasterize(box, size))
+        out.rows.append(_row(task, name, a.id, a.label, cx, cy, box, width, height, True))
     if p.negatives > 0:
-        for box in _negative_boxes(slide, geoms, (w0, h0), p.negatives, _slide_rng(p.seed, name)):
+        rng = _slide_rng(p.seed, name)
+        for box in _negative_boxes(slide, index, (w0, h0), p.negatives, rng, p.mpp):
             imgs.append(slide.read_at_mpp(box, p.mpp, (size, size)))
             msks.append(np.zeros((size, size), np.uint8))
             cx, cy = box[0] + w0 / 2, box[1] + h0 / 2
             out.rows.append(_row(task, name, "", "", cx, cy, box, width, height, False))
-        n_neg = sum(1 for r in out.rows if not r["positive"])
+        n_neg = sum(1 for r in out.rows if not r.positive)
         if n_neg < p.negatives:
             out.notes.append(
                 f"{name}: only {n_neg} of {p.negatives} negative windows found "
@@ -308,36 +397,41 @@ def _row(
     label: str,
     cx: float,
     cy: float,
-    box: tuple[float, float, float, float],
+    box: Box,
     width: int,
     height: int,
     positive: bool,
-) -> dict[str, Any]:
+) -> PatchRow:
     x0, y0, w0, h0 = box
     padded = x0 < 0 or y0 < 0 or x0 + w0 > width or y0 + h0 > height
-    return {
-        "slide": name,
-        "patient": task.patient,
-        "object_id": str(oid),
-        "label": label,
-        "cx": float(cx),
-        "cy": float(cy),
-        "mpp": float(task.params.mpp),
-        "split": task.split,
-        "padded": bool(padded),
-        "positive": positive,
-    }
+    return PatchRow(
+        slide=name,
+        patient=task.patient,
+        object_id=str(oid),
+        label=label,
+        cx=float(cx),
+        cy=float(cy),
+        mpp=float(task.params.mpp),
+        split=task.split,
+        padded=bool(padded),
+        positive=positive,
+    )
 
 
 def _negative_boxes(
-    slide: Any,
-    geoms: Sequence[Any],
+    slide: Slide,
+    objects: ObjectIndex,
     window: tuple[float, float],
     k: int,
     rng: np.random.Generator,
+    mpp: float | None = None,
     tries_per_window: int = 60,
-) -> list[tuple[float, float, float, float]]:
-    """Up to `k` windows inside the slide, mostly tissue, touching no annotated object."""
+) -> list[Box]:
+    """Up to `k` windows inside the slide, mostly tissue, touching no annotated object.
+
+    With `mpp` (the target pixel size), each candidate is pixel-aligned as the positive
+    windows are (`Slide.pixel_aligned`) before it is tested, so that its read is a crop too.
+    """
     import shapely
 
     width, height = slide.dimensions
@@ -348,8 +442,7 @@ def _negative_boxes(
     if len(xs) == 0 or w0 > width or h0 > height:
         return []
     fx, fy = width / tissue.shape[1], height / tissue.shape[0]
-    union = shapely.union_all(list(geoms)) if geoms else None
-    boxes: list[tuple[float, float, float, float]] = []
+    boxes: list[Box] = []
     for _ in range(k * tries_per_window):
         if len(boxes) == k:
             break
@@ -357,8 +450,12 @@ def _negative_boxes(
         cx, cy = (xs[i] + rng.random()) * fx, (ys[i] + rng.random()) * fy
         x0 = float(np.clip(cx - w0 / 2, 0, width - w0))
         y0 = float(np.clip(cy - h0 / 2, 0, height - h0))
+        if mpp is not None:
+            x0, y0, _, _ = slide.pixel_aligned((x0, y0, w0, h0), mpp)
+            if x0 < 0 or y0 < 0 or x0 + w0 > width or y0 + h0 > height:
+                continue  # moved past the edge (a level whose pixels do not tile the slide)
         cand = shapely.box(x0, y0, x0 + w0, y0 + h0)
-        if union is not None and cand.intersects(union):
+        if objects.touches((x0, y0, w0, h0)):
             continue
         if any(cand.intersects(shapely.box(b[0], b[1], b[0] + w0, b[1] + h0)) for b in boxes):
             continue
@@ -403,7 +500,7 @@ def assign_splits(groups: Sequence[str], fractions: Sequence[float], seed: int) 
 
 def plan_tasks(
     inputs: Sequence[str | Path],
-    params: ExtractParams,
+    params: ExtractOptions,
     *,
     annotations: str | Path | None = None,
     manifest: str | Path | None = None,
@@ -429,32 +526,38 @@ def plan_tasks(
                 "give slide files or folders holding them"
             )
         entries = pair_annotations(slides, Path(annotations) if annotations else None)
-    usable = []
+    usable: list[tuple[SlideEntry, Path]] = []  # with its annotation file
     for e in entries:
         if e.annotation is None:
-            skipped.append(
+            fix = "put one beside it or give --annotations DIR"
+            text = (
                 f"{e.slide}: no annotation file (looked for {e.slide.stem}.geojson/.json/.xml "
-                "or a mask image of that name); put one beside it or give --annotations DIR"
+                f"or a mask image of that name); {fix}"
             )
+            cause = (
+                "no annotation file (looked for .geojson/.json/.xml or a mask image named like "
+                f"the slide); {fix}"
+            )
+            skipped.append(SlideMessage(text, e.slide.name, cause))
         else:
-            usable.append(e)
-    group_of = {e.slide: (e.patient or e.slide.stem) for e in usable}
+            usable.append((e, e.annotation))
+    group_of = {e.slide: (e.patient or e.slide.stem) for e, _ in usable}
     auto = assign_splits(list(group_of.values()), params.split, params.seed)
     tasks = [
         SlideTask(
             e.slide,
-            e.annotation,
+            annotation,
             group_of[e.slide],
             e.split or auto[group_of[e.slide]],
             params,
             e.mpp,
         )
-        for e in usable
+        for e, annotation in usable
     ]
     return tasks, skipped
 
 
-def _iter_outputs(
+def iter_outputs(
     tasks: Sequence[SlideTask], workers: int, scheduler: str | None
 ) -> Iterator[SlideOutput]:
     """Run the per-slide tasks here, in a process pool or on a Dask cluster; yield in task order.
@@ -496,172 +599,3 @@ def _iter_outputs(
     else:
         for t in tasks:
             yield extract_slide(t)
-
-
-CHECKPOINT_SECONDS = 10.0
-"""How often a running extraction records the slides it finished (what a crash can lose)."""
-
-
-def _summarise(o: SlideOutput, summary: ExtractSummary) -> None:
-    """Add one slide's outcome to the run summary."""
-    summary.notes.extend(o.notes)
-    if o.error is not None:
-        summary.skipped.append(o.error)
-    elif not o.rows:
-        summary.skipped.append(
-            f"{o.slide}: no patch (no object of the class above the "
-            "minimum area, and no negative window)"
-        )
-    else:
-        pos = sum(r["positive"] for r in o.rows)
-        pad = sum(r["padded"] for r in o.rows)
-        summary.slides_done.append((o.slide.name, pos, len(o.rows) - pos, pad))
-
-
-def _done_slides(folder: Path, tasks: Sequence[SlideTask]) -> list[SlideOutput]:
-    """The slides an interrupted run finished, from its progress records (in task order).
-
-    A record that does not match the task at its place (the plan changed) ends the list.
-    """
-    done: list[SlideOutput] = []
-    for i, task in enumerate(tasks):
-        try:
-            rec = json.loads((folder / f"{i:06d}.json").read_text())
-        except (OSError, ValueError):
-            break
-        if rec.get("slide") != str(task.slide):
-            break
-        empty = np.zeros((0,), np.uint8)
-        done.append(SlideOutput(task.slide, empty, empty, rec["rows"], rec["notes"], rec["error"]))
-    return done
-
-
-def _write_patches(
-    g: Any,
-    tasks: Sequence[SlideTask],
-    summary: ExtractSummary,
-    workers: int,
-    scheduler: str | None,
-    progress: bool,
-    report: Callable[[str], None] | None,
-) -> None:
-    """Fill a (resumable) patches store: slide by slide, each recorded once it is written.
-
-    The arrays grow as slides finish, so memory holds a few slides' patches. Every
-    `CHECKPOINT_SECONDS` the patches written so far are flushed and a record per finished slide
-    (its table rows and notes) goes to ``progress/`` in the store, so an interrupted run continues
-    after the last recorded slide; the records are removed before completion.
-    """
-    from tqdm import tqdm
-
-    size = tasks[0].params.size
-    records = Path(g.store.root) / "progress"
-    records.mkdir(exist_ok=True)
-    done = _done_slides(records, tasks) if "images" in g else []
-    rows: list[dict[str, Any]] = [r for o in done for r in o.rows]
-    arrays = []
-    for name, shape in (("images", (size, size, 3)), ("masks", (size, size))):
-        if done:  # drop whatever the interrupted slide had written past the last record
-            arr = g[name]
-            arr.resize((len(rows), *shape))
-        else:
-            arr = store.create_stack(g, name, (0, *shape), items_per_chunk=16)
-        arrays.append(store.StackWriter(arr, start=len(rows)))
-    images, masks = arrays
-    for o in done:
-        _summarise(o, summary)
-    if done and report:
-        report(f"extract: resuming after {len(done)} of {len(tasks)} slides ({len(rows)} patches)")
-    bar = tqdm(
-        total=len(tasks), initial=len(done), desc="extract", unit="slide", disable=not progress
-    )
-    unrecorded: list[tuple[int, dict[str, Any]]] = []  # finished slides not yet on record
-    last = time.monotonic()
-    for i, o in enumerate(_iter_outputs(tasks[len(done) :], workers, scheduler), len(done)):
-        _summarise(o, summary)
-        if o.error is None and o.rows:
-            images.append(o.images)
-            masks.append(o.masks)
-            rows.extend(o.rows)
-        unrecorded.append(
-            (i, {"slide": str(o.slide), "rows": o.rows, "notes": o.notes, "error": o.error})
-        )
-        if time.monotonic() - last >= CHECKPOINT_SECONDS and i + 1 < len(tasks):
-            images.flush()  # the patches first, then the records that vouch for them
-            masks.flush()
-            for j, record in unrecorded:
-                store.atomic_write_bytes(records / f"{j:06d}.json", json.dumps(record).encode())
-            unrecorded.clear()
-            last = time.monotonic()
-        bar.update(1)
-        bar.set_postfix(patches=len(rows))
-    bar.close()
-    images.close()
-    masks.close()
-    if report:
-        for line in summary.lines():
-            report(line)
-    if not rows:  # a user error, not an interruption: keep no partial store to resume
-        shutil.rmtree(Path(g.store.root), ignore_errors=True)
-        raise WsiAugError("no slide gave a patch: " + " | ".join(summary.skipped))
-    shutil.rmtree(records)
-    columns = list(rows[0])
-    table = {c: [r[c] for r in rows] for c in columns}
-    for c in ("cx", "cy", "mpp"):
-        table[c] = np.asarray(table[c], np.float64)
-    for c in ("padded", "positive"):
-        table[c] = np.asarray(table[c], bool)
-    store.write_table(g, "table", table)
-    g.attrs.update({"size": size, "mpp": tasks[0].params.mpp, "summary": summary.lines()})
-
-
-def extract(
-    inputs: Sequence[str | Path],
-    work: str | Path,
-    *,
-    params: ExtractParams | None = None,
-    annotations: str | Path | None = None,
-    manifest: str | Path | None = None,
-    recursive: bool = False,
-    workers: int = 1,
-    scheduler: str | None = None,
-    force: bool = False,
-    progress: bool = True,
-    report: Callable[[str], None] | None = None,
-) -> ExtractResult:
-    """Stage: extract glomerulus-centred patches from slides into ``<work>/patches.zarr``.
-
-    Bad slides are reported in the summary and skipped; an error is raised only when no slide
-    gave a patch.
-    """
-    params = params or ExtractParams()
-    wd = WorkDir(Path(work))
-    tasks, skipped = plan_tasks(
-        inputs, params, annotations=annotations, manifest=manifest, recursive=recursive
-    )
-    summary = ExtractSummary(skipped=list(skipped))
-    if not tasks:
-        raise WsiAugError("nothing to extract: " + "; ".join(skipped))
-    inputs_fp = {
-        "slides": {
-            str(t.slide.resolve()): [
-                store.fingerprint_file(t.slide),
-                store.fingerprint_file(t.annotation),
-                t.patient,
-                t.split,
-                t.slide_mpp,
-            ]
-            for t in tasks
-        }
-    }
-    hit = store.cached_result(
-        wd.patches, stage="extract", params=params.as_dict(), inputs=inputs_fp, force=force
-    )
-    if hit is not None:
-        return ExtractResult(hit, summary)
-    key_args = {"stage": "extract", "params": params.as_dict(), "inputs": inputs_fp}
-    if force:  # a forced rebuild does not resume an interrupted one
-        shutil.rmtree(store.partial_path(wd.patches, store.stage_key(**key_args)), True)
-    with store.build(wd.patches, resumable=True, **key_args) as g:
-        _write_patches(g, tasks, summary, workers, scheduler, progress, report)
-    return ExtractResult(StageResult(wd.patches, False, store.read_meta(wd.patches) or {}), summary)

@@ -171,7 +171,7 @@ def _features(data: Any, path: Path) -> list[dict[str, Any]]:
             f"{path.name}: not GeoJSON (no FeatureCollection, Feature or geometry); "
             "export it again from QuPath (File > Export objects as GeoJSON)"
         )
-    out = []
+    out: list[dict[str, Any]] = []
     for item in items:
         if isinstance(item, dict) and item.get("type") in GEOMETRY_TYPES:
             out.append({"type": "Feature", "geometry": item, "properties": {}})

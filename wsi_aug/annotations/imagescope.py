@@ -71,8 +71,9 @@ def _contains(positive: BaseGeometry, negative: BaseGeometry) -> bool:
     """True when `negative` lies inside `positive` (or mostly: a hole drawn a little over)."""
     if positive.contains(negative):
         return True
-    return positive.intersects(negative) and (
-        positive.intersection(negative).area >= 0.5 * negative.area
+    return bool(
+        positive.intersects(negative)
+        and positive.intersection(negative).area >= 0.5 * negative.area
     )
 
 

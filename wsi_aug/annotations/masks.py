@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
 
 from wsi_aug.annotations.model import Annotation, AnnotationReport, AnnotationSet, clean_geometry
@@ -36,9 +35,8 @@ def load_mask_image(path: Path) -> np.ndarray:
         from PIL import Image
 
         with Image.open(path) as img:
-            if img.mode == "1":
-                img = img.convert("L")
-            return np.asarray(img)
+            pixels: np.ndarray = np.asarray(img.convert("L") if img.mode == "1" else img)
+            return pixels
     except Exception as exc:  # any decoder failure is a bad file, reported in one line
         raise AnnotationError(
             f"{path.name}: not a readable mask image ({exc.__class__.__name__}: {exc}); "
@@ -77,15 +75,17 @@ def mask_foreground(
         else:
             colour = {2: a[..., :1], 4: a[..., :3]}.get(a.shape[-1], a)  # alpha left out
             if mask_value is not None:  # a grey label image stored as RGB
-                return np.all(colour == mask_value, axis=-1)
-            if lossy:
-                return np.any(colour > _half(colour), axis=-1)
-            return np.any(colour != 0, axis=-1)
+                fg: np.ndarray = np.all(colour == mask_value, axis=-1)
+            elif lossy:
+                fg = np.any(colour > _half(colour), axis=-1)
+            else:
+                fg = np.any(colour != 0, axis=-1)
+            return fg
     if mask_value is not None:
-        return a == mask_value
+        return np.asarray(a == mask_value)
     if lossy:
-        return a > _half(a)
-    return a != 0
+        return np.asarray(a > _half(a))
+    return np.asarray(a != 0)
 
 
 def _half(a: np.ndarray) -> float:
@@ -117,8 +117,9 @@ def polygons_from_mask(
     `scale` multiplies the mask's pixel coordinates (x and y alike, or (sx, sy)); `min_area`
     (level-0 px²) drops smaller components before they are traced.
     """
-    sx, sy = (scale, scale) if np.isscalar(scale) else scale  # type: ignore[misc]
-    sx, sy = float(sx), float(sy)
+    sx, sy = (float(scale), float(scale)) if isinstance(scale, (int, float)) else map(float, scale)
+    from scipy import ndimage  # here: it takes half a second to import, and only masks need it
+
     labels, n = ndimage.label(fg, structure=np.ones((3, 3), bool))
     if n == 0:
         return []

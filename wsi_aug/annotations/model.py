@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import shapely
@@ -27,7 +27,7 @@ MIN_AREA = 1.0
 MAX_REASONS = 10
 """How many individual reasons a report keeps per list (the counts stay exact)."""
 
-Geometry = Polygon | MultiPolygon
+Geometry: TypeAlias = Polygon | MultiPolygon
 
 
 @dataclass
@@ -77,10 +77,39 @@ class AnnotationReport:
         return sum(self.skipped.values())
 
 
-def _count_text(counts: dict[str, int]) -> str:
+def _count_text(counts: Mapping[str, int]) -> str:
     """``Tubule (12), Glomeruli (4)``: most frequent first."""
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].lower()))
     return ", ".join(f"{k} ({v})" for k, v in items)
+
+
+def asked_text(labels: Sequence[str]) -> str:
+    """``'glomerulus' or 'glomeruli'``: the classes asked for, as an error names them."""
+    return " or ".join(repr(lab) for lab in labels)
+
+
+_UnknownClassArgs = tuple[Path, tuple[str, ...], dict[str, int]]
+
+
+class UnknownClassError(AnnotationError):
+    """No object of the asked classes in a file that holds objects of other classes.
+
+    Keeps the file, the classes asked for and those found (with counts) apart from the text, so
+    that the messages of many slides can be grouped by cause and their counts summed.
+    """
+
+    def __init__(self, source: Path, asked: Sequence[str], classes: Mapping[str, int]) -> None:
+        self.source = Path(source)
+        self.asked = tuple(asked)
+        self.classes = dict(classes)
+        super().__init__(
+            f"{self.source.name}: no object of class {asked_text(self.asked)}; classes found: "
+            f"{_count_text(self.classes)}; choose with --label"
+        )
+
+    def __reduce__(self) -> tuple[type[UnknownClassError], _UnknownClassArgs]:
+        """Pickle by the parts (the default would call ``__init__`` with the text alone)."""
+        return (type(self), (self.source, self.asked, self.classes))
 
 
 @dataclass
@@ -120,14 +149,11 @@ class AnnotationSet:
         chosen = [a for a in self.annotations if a.label.casefold() in wanted]
         if chosen:
             return chosen
-        asked = " or ".join(repr(lab) for lab in labels)
-        name = self.source.name
         if self.annotations:
-            raise AnnotationError(
-                f"{name}: no object of class {asked}; classes found: "
-                f"{_count_text(self.classes())}; choose with --label"
-            )
-        raise AnnotationError(f"{name}: no object of class {asked}; {self._empty_text()}")
+            raise UnknownClassError(self.source, labels, self.classes())
+        raise AnnotationError(
+            f"{self.source.name}: no object of class {asked_text(labels)}; {self._empty_text()}"
+        )
 
     def _empty_text(self) -> str:
         """Why a file holds no usable object, and what to do about it."""

@@ -17,8 +17,9 @@ from pathlib import Path
 from wsi_aug.annotations.masks import MASK_SUFFIXES
 from wsi_aug.errors import AnnotationError, SlideError
 
+_SLIDE_SUFFIXES: frozenset[str] | None
 try:  # the slide readers own the list of slide formats; this fallback keeps pairing standalone
-    from wsi_aug.slides.open import SLIDE_SUFFIXES as _SLIDE_SUFFIXES  # type: ignore[import-not-found]
+    from wsi_aug.slides.open import SLIDE_SUFFIXES as _SLIDE_SUFFIXES
 except ImportError:  # pragma: no cover - depends on what else is installed
     _SLIDE_SUFFIXES = None
 

@@ -18,21 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
-import scipy.sparse as sp
+import numpy.typing as npt
 
 from wsi_aug.errors import SlideError
 
-try:  # scipy's C kernel for Y += A @ X: lets the sparse product write into a reused buffer
-    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
-except ImportError:  # pragma: no cover - a scipy without it falls back to `A @ X`
-    _csr_matvecs = None
-
 Box = tuple[float, float, float, float]
+_T = TypeVar("_T")
 
 MPP_TOLERANCE = 1e-3  # relative slack when comparing a level's pixel size with a target
+SAME_MPP = 1e-9  # relative: a target pixel size this close to a level's reads that level 1:1
 _SNAP = 1e-6  # coordinates this close to an integer are taken as that integer
 _BAND_PIXELS = 1 << 22  # raw pixels read at once; larger resamples run in bands of output rows
 _KEEP_BYTES = 32 << 20  # scratch buffers up to this size are kept for the next read
@@ -101,6 +98,7 @@ def _axis_at(frac: float, step: float, n_out: int) -> _Axis:
     if exact and n == 1:
         return _Axis(0, n_out, n_out, None, None, 1)
     i = np.arange(n_out, dtype=np.float64)
+    k: np.ndarray  # level pixel indices (as floats) of each output pixel's taps
     if step > 1.0 + _SNAP:  # area: the overlap of [a, b) with each pixel [k, k+1), over step
         a = frac + i * step
         k = np.floor(a)[:, None] + np.arange(math.ceil(step) + 1)
@@ -126,10 +124,45 @@ def _axis_at(frac: float, step: float, n_out: int) -> _Axis:
     return _Axis(lo, hi, n_out, cols, weights, n if exact else 0)
 
 
+def _same(a: float, b: float) -> bool:
+    """True when two pixel sizes agree to within `SAME_MPP` (relative)."""
+    return abs(a - b) <= SAME_MPP * max(abs(a), abs(b))
+
+
+def _as_crop(box: Box, out_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) when resampling the level-pixel `box` to `out_size` is a plain crop, else None.
+
+    That is when the box is `out_size` level pixels (within `SAME_MPP`) at an origin within
+    `_SNAP` of a pixel corner: there `_axis` gives unit weights on whole pixels, the same pixels.
+    """
+    ow, oh = int(out_size[0]), int(out_size[1])
+    x, y, bw, bh = box
+    if ow < 1 or oh < 1 or not (_same(bw, ow) and _same(bh, oh)):
+        return None
+    rx, ry = round(x), round(y)
+    if abs(x - rx) >= _SNAP or abs(y - ry) >= _SNAP:
+        return None
+    return (int(rx), int(ry), ow, oh)
+
+
 def _pitch(n: int, channels: int) -> int:
     """Row length (in pixels) of a float32 scratch row of n pixels, padded off multiples of 256
     bytes: rows a power of two apart alias in the CPU cache and make transposes ~4x slower."""
     return n + 1 if (n * channels * 4) % 256 == 0 else n
+
+
+@functools.cache
+def _csr_matvecs() -> Callable[..., None] | None:
+    """scipy's C kernel for Y += A @ X (the product writes into a reused buffer), or None.
+
+    Imported on first use: scipy.sparse costs a tenth of a second to import, and reads that are
+    plain crops (the target pixel size is the level's) never need it.
+    """
+    try:
+        from scipy.sparse._sparsetools import csr_matvecs
+    except ImportError:  # pragma: no cover - a scipy without it falls back to `A @ X`
+        return None
+    return csr_matvecs  # type: ignore[no-any-return]  # private scipy module without stubs
 
 
 def _spmm(ax: _Axis, x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -137,12 +170,15 @@ def _spmm(ax: _Axis, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     assert ax.cols is not None and ax.weights is not None
     n_out, taps = ax.cols.shape
     indptr = np.arange(0, n_out * taps + 1, taps, dtype=np.int32)
-    if _csr_matvecs is None:  # pragma: no cover
+    kernel = _csr_matvecs()
+    if kernel is None:  # pragma: no cover
+        import scipy.sparse as sp
+
         m = sp.csr_matrix((ax.weights.ravel(), ax.cols.ravel(), indptr), (n_out, ax.hi - ax.lo))
         np.copyto(out, m @ x)
         return out
     out.fill(0)
-    _csr_matvecs(
+    kernel(
         n_out, ax.hi - ax.lo, x.shape[1], indptr, ax.cols.ravel(), ax.weights.ravel(),
         x.reshape(-1), out.reshape(-1),
     )  # fmt: skip
@@ -318,7 +354,28 @@ class Slide(abc.ABC):
         x0, y0, bw, bh = (float(v) for v in box)
         if not (bw > 0 and bh > 0):
             raise ValueError(f"box width and height must be positive, got {box}")
-        return self._resample(level, (x0 / ds, y0 / ds, bw / ds, bh / ds), out_size)
+        lbox = (x0 / ds, y0 / ds, bw / ds, bh / ds)
+        crop = _as_crop(lbox, out_size)
+        if crop is not None:  # one level pixel per output pixel, on the pixel grid: no resampling
+            return self._finish(self._read_padded(level, *crop))
+        return self._resample(level, lbox, out_size)
+
+    def pixel_aligned(self, box: Box, target_mpp: float) -> Box:
+        """`box` moved by under half a pixel so that a read at `target_mpp` is a plain crop.
+
+        Only where the level read for `target_mpp` has that pixel size (within `SAME_MPP`): the
+        origin then goes to the nearest pixel of that level, and a size within `SAME_MPP` of a
+        whole number of its pixels to that number. Elsewhere `box` is returned as it is, since a
+        resampled read honours sub-pixel offsets anyway.
+        """
+        level = self.best_level_for_mpp(target_mpp)
+        lx, ly = self.level_mpp(level)
+        if not (_same(lx, target_mpp) and _same(ly, target_mpp)):
+            return box
+        ds = self.level_downsamples[level]
+        x0, y0, bw, bh = (v / ds for v in box)
+        bw, bh = (float(round(v)) if _same(v, round(v)) else v for v in (bw, bh))
+        return (round(x0) * ds, round(y0) * ds, bw * ds, bh * ds)
 
     def read_centered(
         self, cx: float, cy: float, size_px: int, target_mpp: float
@@ -373,7 +430,7 @@ class Slide(abc.ABC):
             raise ValueError(f"{self.path}: level {level} not in 0..{self.level_count - 1}")
         return int(level)
 
-    def _guard(self, fn: Callable[[], Any], what: str) -> Any:
+    def _guard(self, fn: Callable[[], _T], what: str) -> _T:
         """Run a backend read, turning its file errors into one-line SlideErrors."""
         if self._closed:
             raise SlideError(f"{self.path}: the slide is closed; open it again")
@@ -387,7 +444,7 @@ class Slide(abc.ABC):
                 "the file may be corrupt or truncated: copy or export it again"
             ) from exc
 
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
         """A scratch array reused between reads of this thread (fresh pages are slow to fault)."""
         dtype = np.dtype(dtype)
         n = math.prod(shape)
@@ -410,7 +467,10 @@ class Slide(abc.ABC):
             return self._guard(lambda: self._read_raw(level, x, y, w, h), where)
         fill = self._raw_fill
         canvas = np.empty((h, w, len(fill)), np.uint8)
-        canvas[...] = fill
+        if len(set(fill)) == 1:
+            canvas.fill(fill[0])  # white or transparent: 50x faster than broadcasting a tuple
+        else:
+            canvas[...] = np.asarray(fill, np.uint8)
         if x1 > x0 and y1 > y0:
             part = self._guard(lambda: self._read_raw(level, x0, y0, x1 - x0, y1 - y0), where)
             canvas[y0 - y : y1 - y, x0 - x : x1 - x] = part

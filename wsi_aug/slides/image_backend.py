@@ -2,12 +2,16 @@
 
 Such files carry no trustworthy pixel size (a PNG's dpi is a print setting), so the pixel size
 comes only from ``--slide-mpp``. Grey, palette, 16-bit and transparent images become RGB on white.
+
+Opaque 8-bit images stay a decoded Pillow image and each read crops it (and converts only the crop
+to RGB where the mode is not RGB): a window costs a small copy instead of the whole image being
+copied to numpy up front. The EXIF orientation is applied only where the file has one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Final
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -15,26 +19,44 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from wsi_aug.errors import SlideError
 from wsi_aug.slides.base import Slide, one_line
 
+_WIDE_MODES: Final = ("I;16", "I;16B", "I;16L", "I", "F")
+_ALPHA_MODES: Final = ("RGBA", "LA", "PA", "La", "RGBa")
+_ORIENTATION: Final = 0x0112  # the EXIF tag; 1 (or none) means upright
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in _ALPHA_MODES or "transparency" in img.info
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as displayed: EXIF-rotated where an orientation tag says so (a copy only then)."""
+    if img.getexif().get(_ORIENTATION, 1) in (0, 1):
+        return img
+    return ImageOps.exif_transpose(img)
+
 
 def _rgb_on_white(img: Image.Image) -> np.ndarray:
     """Any Pillow image as (h, w, 3) uint8 RGB, transparency composited onto white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode in _WIDE_MODES:
         arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         grey = (np.clip(arr, 0, top) * (255.0 / top) + 0.5).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
-    if not has_alpha:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    if not _has_alpha(img):
+        rgb: np.ndarray = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), np.uint8)
+        return rgb
     rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
     alpha = rgba[..., 3:4] / 255.0
-    return (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    on_white: np.ndarray = (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return on_white
 
 
 class ImageSlide(Slide):
     """A PNG/JPEG/BMP/... image: one level, pixel size only from ``slide_mpp``."""
 
     backend: ClassVar[str] = "image"
+    _image: Image.Image | None  # opaque 8-bit: the decoded image, cropped by every read
+    _pixels: np.ndarray | None  # otherwise: the whole image as RGB on white
 
     def __init__(self, path: str | Path, slide_mpp: float | None = None) -> None:
         super().__init__(path, slide_mpp)
@@ -42,8 +64,11 @@ class ImageSlide(Slide):
             with Image.open(self.path) as img:
                 img.load()
                 self._props = {"image.format": str(img.format), "image.mode": img.mode}
-                img = ImageOps.exif_transpose(img)
-                self._pixels = _rgb_on_white(img)
+                shown = _upright(img)
+                if shown.mode in _WIDE_MODES or _has_alpha(shown):
+                    self._image, self._pixels = None, _rgb_on_white(shown)
+                else:  # `img.load()` decoded it; the file handle closes with the `with`
+                    self._image, self._pixels = shown, None
         except Image.DecompressionBombError as exc:
             raise SlideError(
                 f"{self.path}: too large to decode as a plain image; "
@@ -59,14 +84,22 @@ class ImageSlide(Slide):
                 f"{self.path}: cannot decode the image ({one_line(exc)}); "
                 "the file may be corrupt or truncated: copy or export it again"
             ) from exc
-        h, w = self._pixels.shape[:2]
+        if self._image is not None:
+            w, h = self._image.size
+        else:
+            assert self._pixels is not None
+            h, w = self._pixels.shape[:2]
         self._dims = ((int(w), int(h)),)
 
     def _metadata_mpp(self) -> tuple[float, float] | None:
         return None
 
     def _read_raw(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        return self._pixels[y : y + h, x : x + w]
+        if self._image is None:
+            assert self._pixels is not None
+            return self._pixels[y : y + h, x : x + w]
+        part = self._image.crop((x, y, x + w, y + h))
+        return np.asarray(part if part.mode == "RGB" else part.convert("RGB"))
 
     def _close(self) -> None:
-        self._pixels = np.zeros((0, 0, 3), np.uint8)
+        self._image, self._pixels = None, None

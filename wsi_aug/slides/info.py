@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal, TypedDict
 
 from wsi_aug.errors import SlideError
 from wsi_aug.slides.base import Slide
 
 
-def slide_info(slide: Slide) -> dict[str, Any]:
+class LevelInfo(TypedDict):
+    """One pyramid level in `SlideInfo`."""
+
+    level: int
+    dimensions: list[int]  # [width, height]
+    downsample: float
+    mpp: list[float] | None  # [x, y] micrometres per pixel, None when unknown
+
+
+class SlideInfo(TypedDict):
+    """What `slide_info` returns (JSON-ready): the fields ``wsi-aug info`` shows."""
+
+    path: str
+    backend: str
+    vendor: str | None
+    dimensions: list[int]
+    levels: list[LevelInfo]
+    mpp: list[float] | None
+    mpp_source: Literal["--slide-mpp", "metadata"] | None
+    objective_power: float | None
+    associated_images: dict[str, list[int] | None]  # name -> [width, height], None: unreadable
+
+
+def slide_info(slide: Slide) -> SlideInfo:
     """A JSON-ready summary of a slide: backend, vendor, levels, pixel size, associated images."""
     mpp = slide.mpp_or_none
-    levels = []
+    levels: list[LevelInfo] = []
     for i, ((w, h), ds) in enumerate(zip(slide.level_dimensions, slide.level_downsamples)):
         levels.append(
             {
@@ -40,7 +63,7 @@ def slide_info(slide: Slide) -> dict[str, Any]:
     }
 
 
-def format_slide_info(info: dict[str, Any]) -> str:
+def format_slide_info(info: SlideInfo) -> str:
     """`slide_info`'s summary as a readable block of text."""
     mpp = info.get("mpp")
     if mpp:
@@ -62,8 +85,9 @@ def format_slide_info(info: dict[str, Any]) -> str:
     for lvl in info["levels"]:
         lw, lh = lvl["dimensions"]
         line = f"    {lvl['level']:>2}  {lw:>7} x {lh:<7} downsample {lvl['downsample']:<8.4g}"
-        if lvl.get("mpp"):
-            line += f" {lvl['mpp'][0]:.4g} µm/px"
+        level_mpp = lvl.get("mpp")
+        if level_mpp:
+            line += f" {level_mpp[0]:.4g} µm/px"
         lines.append(line.rstrip())
     assoc = info.get("associated_images") or {}
     if assoc:

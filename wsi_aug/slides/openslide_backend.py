@@ -100,7 +100,8 @@ class OpenSlideSlide(Slide):
         img = self._osr.associated_images[name]  # straight RGBA
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
         alpha = rgba[..., 3:4] / 255.0
-        return (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        rgb: np.ndarray = (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        return rgb
 
     def _associated_size(self, name: str) -> tuple[int, int]:
         try:
@@ -114,7 +115,8 @@ class OpenSlideSlide(Slide):
     def _read_raw(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         ds = self._downs[level]
         lx, ly = round(x * ds), round(y * ds)
-        if self._handle is None:  # pragma: no cover - public API: straight RGBA to premultiplied
+        if self._handle is None or _READ_INTO is None:  # pragma: no cover
+            # the public API: straight RGBA, to premultiplied
             rgba = np.asarray(self._osr.read_region((lx, ly), level, (w, h)), dtype=np.float32)
             rgba[..., :3] *= rgba[..., 3:4] / 255.0
             return np.ascontiguousarray(rgba[..., [2, 1, 0, 3]] + 0.5).astype(np.uint8)

@@ -102,7 +102,7 @@ def _ome_mpp(pixels: dict[str, str]) -> tuple[float, float] | None:
     return (out[0], out[1])
 
 
-def _tag_mpp(page: Any) -> tuple[float, float] | None:
+def _tag_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
     """(x, y) micrometres per pixel from XResolution/YResolution and ResolutionUnit."""
     if "XResolution" not in page.tags or "YResolution" not in page.tags:
         return None
@@ -122,7 +122,7 @@ def _tag_mpp(page: Any) -> tuple[float, float] | None:
     return mpp
 
 
-def _to_rgb(arr: np.ndarray, page: Any, colour_axis: str | None) -> np.ndarray:
+def _to_rgb(arr: np.ndarray, page: tifffile.TiffPage, colour_axis: str | None) -> np.ndarray:
     """(h, w, n) samples of any TIFF type to (h, w, 3) uint8 RGB, alpha composited on white."""
     if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
         cmap = np.asarray(page.colormap)
@@ -162,7 +162,7 @@ def _to_rgb(arr: np.ndarray, page: Any, colour_axis: str | None) -> np.ndarray:
 class _Level:
     """One pyramid level: its geometry and a region reader."""
 
-    def __init__(self, series: Any, index: int) -> None:
+    def __init__(self, series: tifffile.TiffPageSeries, index: int) -> None:
         level = series.levels[index]
         self._series, self._index = series, index
         self.axes: str = level.axes
@@ -248,7 +248,7 @@ class TiffFileSlide(Slide):
         self._downs = tuple((w0 / w + h0 / h) / 2 if w and h else 1.0 for w, h in self._dims)
 
     def _read_metadata(
-        self, main: Any
+        self, main: tifffile.TiffPageSeries
     ) -> tuple[dict[str, str], tuple[float, float] | None, float | None]:
         tif = self._tif
         page = self._levels[0].page
@@ -278,7 +278,8 @@ class TiffFileSlide(Slide):
             mpp = mpp or ((v, v) if (v := _positive(found and found.group(1))) else None)
             objective = objective or _positive(mag and mag.group(1))
         if tif.is_ndpi:
-            objective = objective or _positive(page.ndpi_tags.get("Magnification"))
+            ndpi = page.ndpi_tags or {}  # None when the NDPI tags are missing
+            objective = objective or _positive(ndpi.get("Magnification"))
         mpp = mpp or _tag_mpp(page)
         if mpp:
             props["tifffile.mpp-x"], props["tifffile.mpp-y"] = f"{mpp[0]:g}", f"{mpp[1]:g}"
@@ -319,8 +320,10 @@ class TiffFileSlide(Slide):
         self._tif.close()
 
 
-def _positive(text: Any) -> float | None:
+def _positive(text: str | float | None) -> float | None:
     """A positive finite float from text, or None."""
+    if text is None:
+        return None
     try:
         value = float(text)
     except (TypeError, ValueError):
