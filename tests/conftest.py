@@ -28,7 +28,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_work(tmp_path_factory: pytest.TempPathFactory):
-    """A work folder with small patches.zarr and structure.zarr stores (64 px, 16 patches)."""
+    """A work folder with small extract.zarr and structure.zarr stores (64 px, 16 patches)."""
     from tests.factories import make_tiny_work
 
     return make_tiny_work(tmp_path_factory.mktemp("tiny-work"))
@@ -47,12 +47,14 @@ def phantom_slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def phantom_work(phantom_slides: Path, tmp_path_factory: pytest.TempPathFactory):
     """A work folder with patches (64 px at 2 µm/px, with negatives) from the phantom slides."""
-    from wsi_aug.extract import ExtractParams, extract
+    from wsi_aug.stages.extract import ExtractParams, extract
     from wsi_aug.store import WorkDir
 
     work = tmp_path_factory.mktemp("phantom-work")
-    params = ExtractParams(size=64, mpp=2.0, negatives=3, split=(0.34, 0.33, 0.33), seed=0)
-    extract([phantom_slides], work, params=params, progress=False)
+    params = ExtractParams(
+        inputs=(phantom_slides,), size=64, mpp=2.0, negatives=3, split=(0.34, 0.33, 0.33), seed=0
+    )
+    extract(work, params, progress=False)
     return WorkDir(work)
 
 

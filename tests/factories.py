@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from wsi_aug import store
+from wsi_aug.stages.extract import PatchTable, write_patch_store
+from wsi_aug.stages.structure import StructureStore
 from wsi_aug.store import WorkDir
 
 
@@ -16,7 +18,7 @@ def _disc(size: int, cx: float, cy: float, r: float) -> np.ndarray:
 
 
 def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> WorkDir:
-    """A work folder with a `patches.zarr` and a `structure.zarr` of `n` disc-shaped 'glomeruli'.
+    """A work folder with an `extract.zarr` and a `structure.zarr` of `n` disc-shaped 'glomeruli'.
 
     Splits: 60 % train, 20 % val, 20 % test (by a fake slide per patch); one in four patches is a
     negative (empty mask). Images are pink with a darker disc and random dark dots (nuclei).
@@ -43,27 +45,23 @@ def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> Wo
         images[i] = np.clip(img, 0, 255).astype(np.uint8)
         maps[i] = (images[i].mean(-1) < 150).astype(np.uint8)
     splits = np.array(["train", "train", "train", "val", "test"])[np.arange(n) % 5]
-    table = {
-        "slide": [f"slide{i % 5}" for i in range(n)],
-        "patient": [f"patient{i % 5}" for i in range(n)],
-        "object_id": [f"obj{i}" for i in range(n)],
-        "label": ["glomerulus" if p else "" for p in positive],
-        "cx": rng.uniform(0, 1000, n),
-        "cy": rng.uniform(0, 1000, n),
-        "mpp": np.full(n, 1.0),
-        "split": splits.tolist(),
-        "padded": np.zeros(n, bool),
-        "positive": positive,
-    }
+    table = PatchTable(
+        slide=np.array([f"slide{i % 5}" for i in range(n)]),
+        patient=np.array([f"patient{i % 5}" for i in range(n)]),
+        object_id=np.array([f"obj{i}" for i in range(n)]),
+        label=np.array(["glomerulus" if p else "" for p in positive]),
+        cx=rng.uniform(0, 1000, n),
+        cy=rng.uniform(0, 1000, n),
+        mpp=np.full(n, 1.0),
+        split=splits,
+        padded=np.zeros(n, bool),
+        positive=positive,
+    )
     params = {"size": size, "mpp": 1.0, "seed": seed, "factory": True}
-    with store.build(work.patches, stage="extract", params=params, inputs={}) as g:
-        store.create_stack(g, "images", images.shape)[:] = images
-        store.create_stack(g, "masks", masks.shape)[:] = masks
-        store.write_table(g, "table", table)
-        g.attrs.update({"size": size, "mpp": 1.0})
+    write_patch_store(work.root, images, masks, table, params=params)
     inputs = {"patches": store.stage_fingerprint(work.patches)}
     with store.build(
         work.structure, stage="structure", params={"method": "factory"}, inputs=inputs
     ) as g:
-        store.create_stack(g, "maps", maps.shape)[:] = maps
+        StructureStore.write_maps(g, n, size)[:] = maps
     return work

@@ -9,15 +9,16 @@ import pytest
 
 from tests.factories import make_tiny_work
 from tests.test_eval_seg import copy_work, make_fake_synthetic
-from wsi_aug import store
 from wsi_aug.errors import StageMissingError
 from wsi_aug.eval_gan import (
-    eval_gan,
     image_set_metrics,
     otsu_structure_map,
     structure_function,
     structure_iou,
 )
+from wsi_aug.stages.eval_gan import eval_gan
+from wsi_aug.stages.extract import PatchStore
+from wsi_aug.stages.structure import structure
 from wsi_aug.store import WorkDir
 
 TINY = {"unet_epochs": 1, "unet_width": 1 / 16, "n_pairs": 40, "device": "cpu", "progress": False}
@@ -27,7 +28,7 @@ TINY = {"unet_epochs": 1, "unet_width": 1 / 16, "n_pairs": 40, "device": "cpu", 
 def many_real(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """48 factory patches: two halves of 24 with the same mix of positives and negatives."""
     work = make_tiny_work(tmp_path_factory.mktemp("many-real"), n=48, seed=1)
-    return store.open_stage(work.patches, stage="extract", made_by="test")["images"][:]
+    return PatchStore.open(work.root).read_all()[0]
 
 
 def test_real_against_real_diversity_ratio_is_about_one(many_real: np.ndarray) -> None:
@@ -74,10 +75,8 @@ def test_structure_function_uses_the_structure_stage_or_falls_back() -> None:
 @pytest.fixture(scope="module")
 def gan_work(tiny_work: WorkDir, tmp_path_factory: pytest.TempPathFactory) -> WorkDir:
     """The tiny work folder with structure maps from the structure stage and a fake GAN output."""
-    from wsi_aug.structure import build_structure
-
     work = copy_work(tiny_work, tmp_path_factory.mktemp("eval-gan") / "work")
-    build_structure(work.root, method="otsu", channel="grey", progress=False, force=True)
+    structure(work.root, method="otsu", channel="grey", progress=False, force=True)
     make_fake_synthetic(work)
     return work
 
@@ -88,7 +87,7 @@ def test_eval_gan_writes_results_and_is_cached(gan_work: WorkDir) -> None:
     out = gan_work.eval_gan
     for name in ("results.csv", "results.md", "grid.png"):
         assert (out / name).is_file(), name
-    assert (res.store.path / "unet.safetensors").is_file()
+    assert (out / "unet.safetensors").is_file() and res.store.path == gan_work.store("eval-gan")
     m = res.metrics
     for key in ("l1_ratio", "ms_ssim_div_ratio", "structure_iou", "mask_dice", "rgb_emd",
                 "he_emd", "frechet_unet"):

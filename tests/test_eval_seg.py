@@ -11,38 +11,40 @@ import pytest
 
 from wsi_aug import store
 from wsi_aug.errors import StageMissingError, WsiAugError
-from wsi_aug.eval_seg import draw_training_indices, eval_seg, min_area_pixels, parse_ratios
+from wsi_aug.eval_seg import draw_training_indices, min_area_pixels
+from wsi_aug.stages.eval_seg import EvalSegParams, eval_seg
+from wsi_aug.stages.extract import PatchStore, PatchTable, write_patch_store
+from wsi_aug.stages.structure import StructureStore
+from wsi_aug.stages.synthesize import SyntheticWriter
 from wsi_aug.store import WorkDir
 
 TINY = {"epochs": 1, "width": 1 / 16, "device": "cpu", "progress": False}
 
 
 def make_fake_synthetic(work: WorkDir, n: int = 12, seed: int = 0, constant: bool = False) -> None:
-    """A synthetic.zarr of noisy copies of train patches (or one image repeated), no GAN needed."""
-    g = store.open_stage(work.patches, stage="extract", made_by="test")
-    table = store.read_table(g, "table")
-    train = np.flatnonzero(table["split"] == "train")
+    """A synthesize.zarr of noisy copies of train patches (or one image repeated), no GAN needed."""
+    patches = PatchStore.open(work.root)
+    train = patches.select("train")
     rng = np.random.default_rng(seed)
     src = train[rng.integers(0, len(train), n)]
-    images = g["images"][:][src].astype(np.int16)
-    images = np.clip(images + rng.integers(-10, 11, images.shape), 0, 255).astype(np.uint8)
+    images, masks = patches.read(src)
+    images = np.clip(images.astype(np.int16) + rng.integers(-10, 11, images.shape), 0, 255)
+    images = images.astype(np.uint8)
     if constant:
         images[:] = images[0]
-    masks = g["masks"][:][src]
-    maps = store.open_stage(work.structure, stage="structure", made_by="test")["maps"][:][src]
+    maps = StructureStore.open(work.root).read(src)
     params = {"n": n, "seed": seed, "constant": constant, "fake": True}
     inputs = {"patches": store.stage_fingerprint(work.patches)}
-    with store.build(work.synthetic, stage="synthetic", params=params, inputs=inputs) as out:
-        store.create_stack(out, "images", images.shape)[:] = images
-        store.create_stack(out, "masks", masks.shape)[:] = masks
-        store.create_stack(out, "structure", maps.shape)[:] = maps
-        store.write_table(out, "provenance", {
-            "source_index": src,
+    with store.build(work.synthetic, stage="synthesize", params=params, inputs=inputs) as out:
+        writer = SyntheticWriter(out, n, images.shape[1])
+        writer.write(0, images, masks, maps, {
+            "source_index": src.tolist(),
             "source": ["train"] * n,
             "transform": ["noise"] * n,
-            "seed": np.full(n, seed),
+            "seed": [seed] * n,
             "checkpoint": ["none"] * n,
         })
+        writer.finish({"n": n})
 
 
 def copy_work(src: WorkDir, dst: Path) -> WorkDir:
@@ -95,12 +97,13 @@ def test_draw_errors() -> None:
         draw_training_indices(10, 10, 1.5, 10, np.random.default_rng(0))
 
 
-def test_parse_ratios() -> None:
-    assert parse_ratios(["0,0.5,1", "0.5", 0.25]) == [0.0, 0.5, 1.0, 0.25]
+def test_ratios_are_validated_and_kept_unique_in_order() -> None:
+    p = EvalSegParams.parse({"synthetic_ratios": [0, 0.5, 1, 0.5, 0.25]})
+    assert p.synthetic_ratios == (0.0, 0.5, 1.0, 0.25)
     with pytest.raises(WsiAugError, match="--synthetic-ratio"):
-        parse_ratios(["1.5"])
+        EvalSegParams.parse({"synthetic_ratios": [1.5]})
     with pytest.raises(WsiAugError, match="--synthetic-ratio"):
-        parse_ratios(["half"])
+        EvalSegParams.parse({"synthetic_ratios": ["half"]})
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -120,25 +123,25 @@ def test_tiny_sweep_writes_results_and_is_cached(seg_work: WorkDir) -> None:
     lines = (out / "results.csv").read_text().splitlines()
     assert lines[0].startswith("synthetic_ratio,") and len(lines) == 3
     assert "Dice (pooled)" in (out / "results.md").read_text()
-    for s in res.stores:  # per-configuration stores with their own copies
-        assert s.path.parent == out and s.path.suffix == ".zarr"
+    for s in res.stores:  # per-configuration stores, their files beside them
+        assert s.path.parent == out / "configs" and s.path.suffix == ".zarr"
         assert store.is_complete(s.path)
-        assert (s.path / "results.csv").is_file() and (s.path / "dice.png").is_file()
+        files = s.path.with_suffix("")
+        assert (files / "results.csv").is_file() and (files / "dice.png").is_file()
         assert store.read_meta(s.path)["stage"] == "eval-seg"
         assert store.read_meta(s.path)["params"]["min_object_area"] == 1000.0  # the default
 
     again = eval_seg(seg_work.root, synthetic_ratios=[0.0, 1.0], seeds=2, **TINY)
     assert again.cached and again.rows == res.rows
     # A sweep that adds a ratio trains only the new configuration.
-    wider = eval_seg(seg_work.root, synthetic_ratios=["0", "0.5"], seeds=2, **TINY)
+    wider = eval_seg(seg_work.root, synthetic_ratios=[0, 0.5], seeds=2, **TINY)
     assert [s.cached for s in wider.stores] == [True, False]
     assert [r["synthetic_ratio"] for r in wider.rows] == [0.0, 0.5]
 
 
 def test_real_fraction_keeps_part_of_the_train_split(seg_work: WorkDir) -> None:
     res = eval_seg(seg_work.root, synthetic_ratios=[0.0], seeds=1, real_fraction=0.5, **TINY)
-    full = int(np.sum(store.read_table(store.open_stage(
-        seg_work.patches, stage="extract", made_by="test"), "table")["split"] == "train"))
+    full = len(PatchStore.open(seg_work.root).select("train"))
     assert res.rows[0]["n_real"] == round(full / 2)
 
 
@@ -185,13 +188,11 @@ def test_missing_synthetic_store_names_synthesize(tiny_work: WorkDir, tmp_path: 
 
 def test_no_test_patches_names_split(tiny_work: WorkDir, tmp_path: Path) -> None:
     work = WorkDir(tmp_path / "work")
-    g = store.open_stage(tiny_work.patches, stage="extract", made_by="test")
-    table = store.read_table(g, "table")
-    table["split"] = np.where(table["split"] == "test", "val", table["split"])
-    with store.build(work.patches, stage="extract", params={"no_test": True}, inputs={}) as out:
-        store.create_stack(out, "images", g["images"].shape)[:] = g["images"][:]
-        store.create_stack(out, "masks", g["masks"].shape)[:] = g["masks"][:]
-        store.write_table(out, "table", table)
+    src = PatchStore.open(tiny_work.root)
+    cols = src.table.as_columns()
+    cols["split"] = np.where(cols["split"] == "test", "val", cols["split"])
+    images, masks = src.read_all()
+    write_patch_store(work.root, images, masks, PatchTable(**cols), params={"no_test": True})
     with pytest.raises(WsiAugError, match="--split"):
         eval_seg(work.root, synthetic_ratios=[0.0], **TINY)
 

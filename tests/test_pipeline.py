@@ -48,32 +48,6 @@ def test_unknown_key_and_stage_are_user_errors(phantom_slides, tmp_path):
         load_pipeline(bad)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.*ml")), ids=lambda p: p.name)
-def test_shipped_pipelines_parse_and_name_known_keys(path):
-    import inspect
-
-    from wsi_aug import pipeline
-
-    config = load_pipeline(path)
-    assert any(k in config for k in pipeline.STAGES)
-    targets = {
-        "structure": "wsi_aug.structure:build_structure",
-        "train-gan": "wsi_aug.gan.train:train_gan",
-        "synthesize": "wsi_aug.synthesize:synthesize",
-        "eval-seg": "wsi_aug.eval_seg:eval_seg",
-        "eval-gan": "wsi_aug.eval_gan:eval_gan",
-    }
-    import importlib
-
-    for stage, target in targets.items():
-        if stage not in config:
-            continue
-        module, attr = target.split(":")
-        params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
-        unknown = set(config[stage]) - set(params)
-        assert not unknown, f"{path.name} [{stage}]: {unknown}"
-
-
 def test_yaml_pipeline_files_read_like_toml(phantom_slides, tmp_path):
     cfg = tmp_path / "p.yaml"
     cfg.write_text(
@@ -83,4 +57,4 @@ def test_yaml_pipeline_files_read_like_toml(phantom_slides, tmp_path):
     assert config["extract"]["size"] == 32
     runs = run_pipeline(config, progress=False)
     assert [(r.name, r.cached) for r in runs] == [("extract", False)]
-    assert (tmp_path / "w" / "patches.zarr").is_dir()
+    assert (tmp_path / "w" / "extract.zarr").is_dir()

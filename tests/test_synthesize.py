@@ -13,13 +13,20 @@ from PIL import Image
 
 from wsi_aug import store
 from wsi_aug.cli import main
-from wsi_aug.conditions import load_train_conditions, make_source
+from wsi_aug.conditions import make_source
 from wsi_aug.errors import CheckpointError, StageMissingError, WsiAugError
 from wsi_aug.gan.checkpoints import latest_checkpoint, save_checkpoint
 from wsi_aug.gan.models import GanConfig, build_generator
-from wsi_aug.gan.train import train_gan
+from wsi_aug.stages.structure import PairedStores
+from wsi_aug.stages.synthesize import Provenance, SyntheticStore, synthesize
+from wsi_aug.stages.train_gan import train_gan
 from wsi_aug.store import WorkDir
-from wsi_aug.synthesize import synthesize
+
+
+def load_train_conditions(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The conditions synthesis draws from: the train split's positive masks and maps."""
+    t = PairedStores(work).load("train", positive=True)
+    return t.masks, t.maps, t.rows
 
 FAST = dict(device="cpu", progress=False, batch_size=4)
 
@@ -42,8 +49,8 @@ def gan_work(tiny_work: WorkDir, tmp_path_factory: pytest.TempPathFactory) -> Wo
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
-    g = zarr.open_group(path, mode="r")
-    return {k: g[k][:] for k in ("images", "masks", "structure")}
+    images, masks, structure = SyntheticStore.open(path.parent).read_all()
+    return {"images": images, "masks": masks, "structure": structure}
 
 
 def test_synthesize_writes_n_samples_deterministically(gan_work: WorkDir) -> None:
@@ -57,14 +64,14 @@ def test_synthesize_writes_n_samples_deterministically(gan_work: WorkDir) -> Non
     assert first["masks"].any(axis=(1, 2)).all()  # every condition holds a glomerulus
     group = zarr.open_group(result.path, mode="r")
     assert group.attrs["size"] == 64
-    table = store.read_table(group, "provenance")
-    assert list(table) == ["source_index", "source", "transform", "seed", "checkpoint"]
-    assert len(table["source_index"]) == 6 and (table["source"] == "augment").all()
-    assert all("elastic(" in t and "scale=" in t for t in table["transform"])
-    ckpt = latest_checkpoint(gan_work.gan / "checkpoints")
-    assert (table["checkpoint"] == store.fingerprint_file(ckpt)).all()
+    table = SyntheticStore.open(gan_work.root).provenance
+    assert Provenance.columns() == ("source_index", "source", "transform", "seed", "checkpoint")
+    assert len(table.source_index) == 6 and (table.source == "augment").all()
+    assert all("elastic(" in t and "scale=" in t for t in table.transform)
+    ckpt = latest_checkpoint(gan_work.gan_files / "checkpoints")
+    assert (table.checkpoint == store.fingerprint_file(ckpt)).all()
     train_rows = set(load_train_conditions(gan_work.root)[2].tolist())
-    assert set(table["source_index"].tolist()) <= train_rows
+    assert set(table.source_index.tolist()) <= train_rows
 
     assert synthesize(gan_work.root, n=6, seed=1, **FAST).cached  # the cache
     again = synthesize(gan_work.root, n=6, seed=1, force=True, **FAST)
@@ -81,9 +88,9 @@ def test_real_source_cycles_the_train_conditions(gan_work: WorkDir, tmp_path: Pa
     out = tmp_path / "png"
     result = synthesize(gan_work.root, n=n, source="real", export_png=out, **FAST)
     arrays = _arrays(result.path)
-    table = store.read_table(zarr.open_group(result.path, mode="r"), "provenance")
-    assert table["source_index"].tolist() == [*rows.tolist(), *rows[:2].tolist()]
-    assert (table["transform"] == "identity").all()
+    table = SyntheticStore.open(result.path.parent).provenance
+    assert table.source_index.tolist() == [*rows.tolist(), *rows[:2].tolist()]
+    assert (table.transform == "identity").all()
     assert np.array_equal(arrays["masks"][: len(rows)], masks)
     assert np.array_equal(arrays["structure"][len(rows):], maps[:2])
     assert sorted(p.name for p in (out / "images").iterdir())[:2] == ["000000.png", "000001.png"]
@@ -131,7 +138,7 @@ def test_corrupt_and_foreign_checkpoints_are_checkpoint_errors(
     garbage.write_bytes(b"\x00\x01 not a checkpoint " * 10)
     with pytest.raises(CheckpointError, match=r"garbage\.safetensors: corrupt"):
         synthesize(gan_work.root, n=2, checkpoint=garbage, **FAST)
-    real = latest_checkpoint(gan_work.gan / "checkpoints")
+    real = latest_checkpoint(gan_work.gan_files / "checkpoints")
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"truncated\.safetensors"):
@@ -148,7 +155,7 @@ def test_corrupt_and_foreign_checkpoints_are_checkpoint_errors(
 def test_missing_gan_store_names_train_gan(tiny_work: WorkDir, tmp_path: Path) -> None:
     with pytest.raises(StageMissingError, match="wsi-aug train-gan"):
         synthesize(tiny_work.root, n=2, **FAST)
-    with pytest.raises(WsiAugError):
+    with pytest.raises(WsiAugError, match="source"):
         synthesize(tiny_work.root, n=2, source="nonsense", **FAST)
 
 

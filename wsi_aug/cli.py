@@ -14,38 +14,43 @@ import click
 from wsi_aug import __version__
 from wsi_aug.errors import WsiAugError
 
-COMMANDS: dict[str, str] = {
+TOOLS: dict[str, str] = {
     "info": "wsi_aug.commands.data:info",
-    "phantom": "wsi_aug.commands.data:phantom",
-    "extract": "wsi_aug.commands.data:extract",
-    "structure": "wsi_aug.commands.data:structure",
-    "train-gan": "wsi_aug.commands.gan:train_gan",
-    "synthesize": "wsi_aug.commands.gan:synthesize",
-    "eval-seg": "wsi_aug.commands.evaluate:eval_seg",
-    "eval-gan": "wsi_aug.commands.evaluate:eval_gan",
     "run": "wsi_aug.commands.pipeline:run",
     "demo": "wsi_aug.commands.pipeline:demo",
 }
+"""Commands that are not stages; every stage of `wsi_aug.stages.registry` is a command too."""
+
+
+def command_names() -> list[str]:
+    """Every command: `info`, the stages in pipeline order, then `run` and `demo`."""
+    from wsi_aug.stages.registry import NAMES
+
+    return ["info", *NAMES, "run", "demo"]
+
+
+COMMANDS: tuple[str, ...] = tuple(command_names())
 
 
 class LazyGroup(click.Group):
-    """A group that imports a command's module only when that command is asked for."""
+    """A group that builds a command only when that command is asked for."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return command_names()
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        from wsi_aug.stages import registry
+
+        if cmd_name in registry.MODULES:
+            from wsi_aug.options import stage_command
+
+            return stage_command(registry.get(cmd_name))
+        target = TOOLS.get(cmd_name)
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # that part of the tool is not built yet
-                return None
-            raise
-        return getattr(module, attr, None)
+        command = getattr(importlib.import_module(module_name), attr, None)
+        return command if isinstance(command, click.Command) else None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

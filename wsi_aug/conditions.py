@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from wsi_aug.errors import WsiAugError
+from wsi_aug.imaging import dihedral, identity_grid, pixels_to_grid, upsample_displacement
 
 SOURCES = ("augment", "real")
 _COARSE = 32  # resolution of the random displacement field before its upsampling
@@ -41,23 +41,6 @@ class Conditions:
     source_index: np.ndarray  # rows in patches.zarr
     transform: list[str]
     seed: np.ndarray  # the generator seed of each sample's transform
-
-
-def load_train_conditions(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(masks, structure maps, rows) of the train split's positive patches: the GAN's conditions."""
-    from wsi_aug.gan.data import open_inputs, select_rows
-
-    patches, structure = open_inputs(work)
-    rows = select_rows(work, "train", positive=True)
-    if len(rows) == 0:
-        raise WsiAugError(
-            f"{Path(work) / 'patches.zarr'}: no positive train patch to take "
-            "conditions from; extract glomeruli with `wsi-aug extract`"
-        )
-    sel = (rows,)
-    masks = (np.asarray(patches["masks"].get_orthogonal_selection(sel)) > 0).astype(np.uint8)
-    maps = (np.asarray(structure["maps"].get_orthogonal_selection(sel)) > 0).astype(np.uint8)
-    return masks, maps, rows
 
 
 def sample_seed(seed: int, i: int) -> int:
@@ -155,20 +138,16 @@ class AugmentedConditions(ConditionSource):
         transforms = []
         for b, (j, flip, k, alpha, sigma, scale, _, _) in enumerate(plans):
             pair = np.stack([self.masks[j], self.maps[j]]).astype(np.float32)
-            if flip:
-                pair = pair[..., ::-1]
-            src[b] = np.rot90(pair, k, axes=(-2, -1))
+            src[b] = dihedral(pair, flip, k)
             steps = (["flipx"] if flip else []) + ([f"rot90x{k}"] if k else [])
             steps += [f"elastic(a={alpha:.2f},s={sigma:.2f})", f"scale={scale:.3f}"]
             transforms.append(",".join(steps))
         dev = torch.device(device)
         fields = torch.from_numpy(np.stack([p[6] for p in plans])).to(dev)
-        disp = F.interpolate(fields, size=(size, size), mode="bilinear", align_corners=True)
-        disp = disp * (2.0 / (size - 1))  # pixels -> grid_sample's [-1, 1] coordinates
-        lin = torch.linspace(-1.0, 1.0, size, device=dev)
-        gy, gx = torch.meshgrid(lin, lin, indexing="ij")
-        inv_scale = torch.tensor([1.0 / p[5] for p in plans], device=dev).view(-1, 1, 1)
-        grid = torch.stack([gx * inv_scale + disp[:, 0], gy * inv_scale + disp[:, 1]], dim=-1)
+        # pixels -> grid_sample's [-1, 1] coordinates
+        disp = upsample_displacement(fields, (size, size), scale=pixels_to_grid(size))
+        inv_scale = torch.tensor([1.0 / p[5] for p in plans], device=dev).view(-1, 1, 1, 1)
+        grid = identity_grid(size, size, dev) * inv_scale + disp
         warped = F.grid_sample(
             torch.from_numpy(src).to(dev),
             grid,

@@ -11,14 +11,13 @@
 * a Fréchet distance between the real-trained U-Net's bottleneck features (global average pooled)
   of real and synthetic images, beside the same between two halves of the real set as a floor.
 
-Results go to ``<work>/eval-gan/<config-hash>.zarr`` (stage "eval-gan", cached) and, as
-``results.csv``, ``results.md``, ``results.json`` and ``grid.png``, to ``<work>/eval-gan/``.
+`measure` computes them all; the eval-gan stage (`wsi_aug.stages.eval_gan`) caches and writes
+them.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from wsi_aug import store
 from wsi_aug.errors import WsiAugError
-from wsi_aug.eval_seg import EXTRACT_MADE_BY, SYNTH_MADE_BY, markdown_table, write_csv
+from wsi_aug.eval_seg import markdown_table, write_csv
 from wsi_aug.metrics import (
     colour_distance,
     dice,
@@ -38,10 +36,6 @@ from wsi_aug.metrics import (
     iou_per_patch,
     mean_dice,
 )
-from wsi_aug.store import StageResult, WorkDir
-
-STAGE = "eval-gan"
-STRUCTURE_MADE_BY = "wsi-aug structure"
 
 DESCRIPTIONS: dict[str, str] = {
     "n_real": "real patches compared (the synthetic set's source patches where known)",
@@ -119,12 +113,12 @@ def image_set_metrics(
 
 def otsu_structure_map(image: np.ndarray) -> np.ndarray:
     """Fallback structure map: pixels darker than the Otsu threshold of the grey image."""
-    from skimage.filters import threshold_otsu
+    from wsi_aug.imaging import is_flat, otsu_threshold
 
     grey = np.asarray(image, np.float32).mean(axis=-1)
-    if grey.max() == grey.min():
+    if is_flat(grey):
         return np.zeros(grey.shape, np.uint8)
-    return (grey < threshold_otsu(grey)).astype(np.uint8)
+    return (grey < otsu_threshold(grey)).astype(np.uint8)
 
 
 def structure_function(
@@ -170,37 +164,14 @@ def structure_iou(
 # --- the stage ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EvalGanResult:
-    """The metrics, their Markdown table and the files written."""
-
-    metrics: dict[str, float]
-    notes: dict[str, str]
-    table: str
-    csv: Path
-    markdown: Path
-    grid: Path
-    store: StageResult
-
-    @property
-    def cached(self) -> bool:
-        return self.store.cached
-
-    @property
-    def path(self) -> Path:
-        """The folder of the results people look at (``<work>/eval-gan``)."""
-        return self.csv.parent
-
-
 def metrics_markdown(metrics: Mapping[str, float], notes: Mapping[str, str]) -> str:
     """One row per metric: name, value and what it means."""
     rows = [[k, v, notes.get(k) or DESCRIPTIONS.get(k, "")] for k, v in metrics.items()]
     return markdown_table(["metric", "value", "meaning"], rows)
 
 
-def _source_indices(provenance: Mapping[str, np.ndarray], n_patches: int, n: int) -> np.ndarray:
+def _source_indices(src: np.ndarray | None, n_patches: int, n: int) -> np.ndarray:
     """The provenance's source patch indices, or -1 each where unknown or out of range."""
-    src = provenance.get("source_index")
     if src is None or len(src) != n:
         return np.full(n, -1)
     try:
@@ -242,152 +213,117 @@ def _save_grid(
     )
 
 
-def eval_gan(
-    work: Path,
+@dataclass
+class Measured:
+    """What `measure` found: the metrics, notes, and what to save beside them."""
+
+    metrics: dict[str, float]
+    notes: dict[str, str]
+    structure_method: str
+    unet_best_epoch: int
+    unet: Any  # the real-trained U-Net
+    grid: Callable[[Path], Path]  # draws the grid PNG at a path
+
+    def save(self, folder: Path) -> None:
+        """``unet.safetensors`` and ``grid.png`` into `folder`."""
+        from wsi_aug.seg.unet import save_unet
+
+        save_unet(self.unet, folder / "unet.safetensors", {"trained_on": "real train split"})
+        self.grid(folder / "grid.png")
+
+
+def measure(
+    images: np.ndarray,
+    masks: np.ndarray,
+    splits: Mapping[str, np.ndarray],
     *,
-    n_pairs: int = 200,
-    seed: int = 0,
-    device: str = "auto",
-    unet_epochs: int = 30,
-    unet_width: float = 0.25,
-    unet_samples_per_epoch: int | None = None,
-    batch_size: int = 8,
-    max_images: int = 1000,
-    grid_rows: int = 8,
-    force: bool = False,
+    synthetic: tuple[np.ndarray, np.ndarray, np.ndarray],
+    source_index: np.ndarray | None,
+    structure_params: Mapping[str, Any],
+    n_pairs: int,
+    seed: int,
+    unet_epochs: int,
+    unet_width: float,
+    unet_samples_per_epoch: int | None,
+    batch_size: int,
+    max_images: int,
+    grid_rows: int,
+    device: Any,
     progress: bool = True,
-) -> EvalGanResult:
-    """Measure the synthetic set against the real patches and write the results (cached).
+    where: str = "patches",
+) -> Measured:
+    """Every eval-gan measure of a synthetic set (images, masks, structure) against the real one.
 
     ``max_images`` caps the images (of each set) used for every measure; the real-trained U-Net
     (``unet_width`` x 64 base filters, ``unet_epochs``; a narrow one is a good enough instrument
-    and keeps CPU runs short) is saved as ``unet.safetensors`` in the store.
+    and keeps CPU runs short) is returned to be saved.
     """
-    from wsi_aug.device import resolve_device
     from wsi_aug.seg.train import crop_masks, predict, train_unet
-    from wsi_aug.seg.unet import save_unet
 
-    wd = WorkDir(Path(work))
-    pg = store.open_stage(wd.patches, stage="extract", made_by=EXTRACT_MADE_BY)
-    sg = store.open_stage(wd.synthetic, stage="synthetic", made_by=SYNTH_MADE_BY)
-    store.open_stage(wd.structure, stage="structure", made_by=STRUCTURE_MADE_BY)
-    params = {
-        "n_pairs": int(n_pairs),
-        "seed": int(seed),
-        "unet_epochs": int(unet_epochs),
-        "unet_width": float(unet_width),
-        "batch_size": int(batch_size),
-        "unet_samples_per_epoch": unet_samples_per_epoch,
-        "max_images": int(max_images),
-        "grid_rows": int(grid_rows),
-    }
-    inputs = {
-        "patches": store.stage_fingerprint(wd.patches),
-        "structure": store.stage_fingerprint(wd.structure),
-        "synthetic": store.stage_fingerprint(wd.synthetic),
-    }
-    h = store.fingerprint_value(params).removeprefix("sha256:")[:12]
-    path = wd.eval_gan / f"{h}.zarr"
-    res = store.cached_result(path, stage=STAGE, params=params, inputs=inputs, force=force)
-    if res is None:
-        dev = resolve_device(device)
-        table = store.read_table(pg, "table")
-        split = table["split"]
-        images, masks = pg["images"][:], pg["masks"][:]
-        sx, sy, ss = sg["images"][:], sg["masks"][:], sg["structure"][:]
-        if len(sx) == 0:
-            raise WsiAugError(f"{wd.synthetic}: holds no images; rerun `{SYNTH_MADE_BY}`")
-        train, val, test = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
-        if len(train) == 0:
-            raise WsiAugError(
-                f"{wd.patches}: no patches in the train split; re-run `wsi-aug extract` with "
-                "--split so that some slides go to the training set"
-            )
-        prov = store.read_table(sg, "provenance") if "provenance" in sg else {}
-        src = _source_indices(prov, len(images), len(sx))
-        rng = np.random.default_rng(seed)
-        # The real reference set: the synthetic set's source patches where known, else all.
-        ref = np.unique(src[src >= 0]) if (src >= 0).sum() >= 2 else np.arange(len(images))
-        ref_idx = np.sort(rng.choice(ref, min(len(ref), max_images), replace=False))
-        syn_idx = np.sort(rng.choice(len(sx), min(len(sx), max_images), replace=False))
-        sx, sy, ss, src = sx[syn_idx], sy[syn_idx], ss[syn_idx], src[syn_idx]
-        groups = np.where(src >= 0, src, -1 - np.arange(len(sx)))  # unknown: its own group
+    sx, sy, ss = synthetic
+    if len(sx) == 0:
+        raise WsiAugError("the synthetic store holds no images; rerun `wsi-aug synthesize`")
+    train, val, test = (splits[s] for s in ("train", "val", "test"))
+    if len(train) == 0:
+        raise WsiAugError(
+            f"{where}: no patches in the train split; re-run `wsi-aug extract` with "
+            "--split so that some slides go to the training set"
+        )
+    src = _source_indices(source_index, len(images), len(sx))
+    rng = np.random.default_rng(seed)
+    # The real reference set: the synthetic set's source patches where known, else all.
+    ref = np.unique(src[src >= 0]) if (src >= 0).sum() >= 2 else np.arange(len(images))
+    ref_idx = np.sort(rng.choice(ref, min(len(ref), max_images), replace=False))
+    syn_idx = np.sort(rng.choice(len(sx), min(len(sx), max_images), replace=False))
+    sx, sy, ss, src = sx[syn_idx], sy[syn_idx], ss[syn_idx], src[syn_idx]
+    groups = np.where(src >= 0, src, -1 - np.arange(len(sx)))  # unknown: its own group
 
-        model, hist = train_unet(
-            images[train],
-            masks[train],
-            images[val],
-            masks[val],
-            epochs=unet_epochs,
-            batch_size=batch_size,
-            width=unet_width,
-            seed=seed,
-            samples_per_epoch=unet_samples_per_epoch,
-            device=dev,
-            progress=progress,
-            desc="eval-gan U-Net (real)",
-        )
-        metrics = image_set_metrics(
-            images[ref_idx],
-            sx,
-            n_pairs=n_pairs,
-            seed=seed,
-            other_groups=groups,
-            encoder=model,
-            batch_size=batch_size,
-        )
-        s_params = (store.read_meta(wd.structure) or {}).get("params") or {}
-        fn, method = structure_function(s_params, probe=images[0])
-        metrics["structure_iou"] = structure_iou(sx, ss, fn)
-        pred = predict(model, sx, batch_size=batch_size)
-        target = crop_masks(sy, pred.shape[1:])
-        metrics["mask_dice"] = dice(pred, target)
-        metrics["mask_mean_dice"] = mean_dice(pred, target)
-        if len(test):
-            tp = predict(model, images[test], batch_size=batch_size)
-            metrics["unet_real_test_dice"] = dice(tp, crop_masks(masks[test], tp.shape[1:]))
-        else:
-            metrics["unet_real_test_dice"] = float("nan")
-        order = [k for k in DESCRIPTIONS if k in metrics]
-        metrics = {k: float(metrics[k]) for k in order}
-        notes = {"structure_iou": f"{DESCRIPTIONS['structure_iou']}; thresholding: {method}"}
-        with store.build(path, stage=STAGE, params=params, inputs=inputs) as g:
-            store.write_table(
-                g,
-                "metrics",
-                {
-                    "metric": list(metrics),
-                    "value": np.array(list(metrics.values()), np.float64),
-                    "meaning": [notes.get(k) or DESCRIPTIONS[k] for k in metrics],
-                },
-            )
-            g.attrs["structure_method"] = method
-            g.attrs["unet_best_epoch"] = int(hist.best_epoch)
-            folder = Path(g.store.root)
-            save_unet(model, folder / "unet.safetensors", {"trained_on": "real train split"})
-            rows = rng.choice(len(sx), min(grid_rows, len(sx)), replace=False)
-            _save_grid(folder / "grid.png", images, src, sx, ss, sy, pred, np.sort(rows))
-            _write_tables(folder, metrics, notes)
-        res = StageResult(path, False, store.read_meta(path) or {})
-    g = store.open_stage(path, stage=STAGE, made_by="wsi-aug eval-gan")
-    t = store.read_table(g, "metrics")
-    metrics = {str(k): float(v) for k, v in zip(t["metric"], t["value"])}
-    notes = {str(k): str(m) for k, m in zip(t["metric"], t["meaning"])}
-    files = _write_tables(wd.eval_gan, metrics, notes)
-    grid = wd.eval_gan / "grid.png"
-    shutil.copyfile(path / "grid.png", grid)
-    return EvalGanResult(
-        metrics=metrics,
-        notes=notes,
-        table=metrics_markdown(metrics, notes),
-        csv=files["csv"],
-        markdown=files["markdown"],
-        grid=grid,
-        store=res,
+    model, hist = train_unet(
+        images[train],
+        masks[train],
+        images[val],
+        masks[val],
+        epochs=unet_epochs,
+        batch_size=batch_size,
+        width=unet_width,
+        seed=seed,
+        samples_per_epoch=unet_samples_per_epoch,
+        device=device,
+        progress=progress,
+        desc="eval-gan U-Net (real)",
     )
+    metrics = image_set_metrics(
+        images[ref_idx],
+        sx,
+        n_pairs=n_pairs,
+        seed=seed,
+        other_groups=groups,
+        encoder=model,
+        batch_size=batch_size,
+    )
+    fn, method = structure_function(dict(structure_params), probe=images[0])
+    metrics["structure_iou"] = structure_iou(sx, ss, fn)
+    pred = predict(model, sx, batch_size=batch_size)
+    target = crop_masks(sy, pred.shape[1:])
+    metrics["mask_dice"] = dice(pred, target)
+    metrics["mask_mean_dice"] = mean_dice(pred, target)
+    if len(test):
+        tp = predict(model, images[test], batch_size=batch_size)
+        metrics["unet_real_test_dice"] = dice(tp, crop_masks(masks[test], tp.shape[1:]))
+    else:
+        metrics["unet_real_test_dice"] = float("nan")
+    order = [k for k in DESCRIPTIONS if k in metrics]
+    metrics = {k: float(metrics[k]) for k in order}
+    notes = {"structure_iou": f"{DESCRIPTIONS['structure_iou']}; thresholding: {method}"}
+    rows = np.sort(rng.choice(len(sx), min(grid_rows, len(sx)), replace=False))
+
+    def grid(path: Path) -> Path:
+        return _save_grid(path, images, src, sx, ss, sy, pred, rows)
+
+    return Measured(metrics, notes, method, int(hist.best_epoch), model, grid)
 
 
-def _write_tables(
+def write_tables(
     folder: Path, metrics: Mapping[str, float], notes: Mapping[str, str]
 ) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,21 +12,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
 
 from wsi_aug import __version__
 from wsi_aug.errors import StageMissingError
+from wsi_aug.result import StageResult
+
+log = logging.getLogger(__name__)
 
 ATTR = "wsi_aug"
 _HEAD_TAIL = 1 << 20  # bytes hashed at each end of a large file
@@ -80,7 +83,21 @@ def is_complete(path: str | os.PathLike[str], key: str | None = None) -> bool:
     meta = read_meta(path)
     if not meta or not meta.get("complete"):
         return False
-    return key is None or meta.get("key") == key
+    if key is not None and meta.get("key") != key:
+        return False
+    return files_match(Path(path), meta)
+
+
+def files_match(path: Path, meta: Mapping[str, Any]) -> bool:
+    """True when a store's files folder (if it has one) belongs to this very build."""
+    name = meta.get("files")
+    if not name:
+        return True
+    mark = path.parent / str(name) / FILES_KEY
+    try:
+        return mark.read_text() == meta.get("key")
+    except OSError:
+        return False
 
 
 def stage_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -105,15 +122,6 @@ def open_stage(path: str | os.PathLike[str], *, stage: str, made_by: str) -> zar
             f"{path}: holds a {meta.get('stage')!r} store, not {stage!r}; make it with `{made_by}`"
         )
     return zarr.open_group(Path(path), mode="r")
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """What a stage function returns: where its store is and whether it came from the cache."""
-
-    path: Path
-    cached: bool
-    meta: dict[str, Any]
 
 
 def cached_result(
@@ -149,32 +157,54 @@ def partial_path(path: str | os.PathLike[str], key: str) -> Path:
     return p.parent / f".{p.name}.partial-{key.removeprefix('sha256:')[:12]}"
 
 
+@dataclass
+class Building:
+    """A store being built: its writable group, and the folder for its non-zarr files (or None)."""
+
+    group: zarr.Group
+    files: Path | None
+    key: str
+
+
+FILES_KEY = ".wsi-aug-key"  # in a stage's files folder: the cache key of the store it belongs to
+
+
+def _files_tmp(final: Path, tmp: Path) -> Path:
+    return tmp.parent / f"{tmp.name}.files"
+
+
 @contextlib.contextmanager
-def build(
+def build_stage(
     path: str | os.PathLike[str],
     *,
     stage: str,
     params: Mapping[str, Any],
     inputs: Mapping[str, Any],
     resumable: bool = False,
-) -> Iterator[zarr.Group]:
-    """Build a stage store atomically.
+    files: str | os.PathLike[str] | None = None,
+) -> Iterator[Building]:
+    """Build a stage store (and its folder of non-zarr files) atomically.
 
-    Yields a writable group in a hidden temporary folder. When the body returns, the completion
-    mark is written last and the folder is renamed to `path` (replacing an older store). When it
-    raises, a non-resumable temporary folder is removed; a resumable one (``resumable=True``, used
-    by extraction, training and eval-seg) is kept for the next run with the same key to continue
-    from.
+    Yields a writable group in a hidden temporary folder and, when `files` names the stage's
+    folder of non-zarr files (checkpoints, PNG, CSV), a hidden temporary folder for those: zarr
+    stores hold only zarr. When the body returns, the files folder is moved into place first,
+    then the store's completion mark is written last and its folder renamed to `path`. When the
+    body raises, a non-resumable build is removed; a resumable one (``resumable=True``) is kept
+    for the next run with the same key to continue from.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     key = stage_key(stage, params, inputs)
     if resumable:
         tmp = partial_path(final, key)
-        mode = "a" if (tmp / "zarr.json").is_file() else "w"
+        mode: Literal["a", "w"] = "a" if (tmp / "zarr.json").is_file() else "w"
     else:
         tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
         mode = "w"
+    files_final = Path(files) if files is not None else None
+    files_tmp = _files_tmp(final, tmp) if files_final is not None else None
+    if files_tmp is not None:
+        files_tmp.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(tmp, mode=mode)
     meta: dict[str, Any] = {
         "stage": stage,
@@ -185,27 +215,55 @@ def build(
         "complete": False,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if files_final is not None:
+        meta["files"] = files_final.name
     group.attrs[ATTR] = meta
     try:
-        yield group
+        yield Building(group, files_tmp, key)
     except BaseException:
         if not resumable:
             shutil.rmtree(tmp, ignore_errors=True)
+            if files_tmp is not None:
+                shutil.rmtree(files_tmp, ignore_errors=True)
         raise
+    if files_tmp is not None and files_final is not None:
+        (files_tmp / FILES_KEY).write_text(key)
+        _replace_dir(files_tmp, files_final)
     meta["complete"] = True
     meta["completed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["completed_ns"] = time.time_ns()
     group.attrs[ATTR] = meta  # the completion mark: written last
+    _replace_dir(tmp, final)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move folder `src` to `dst`, replacing what was there (never a mix of both)."""
     old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(tmp, final)
+    if dst.exists():
+        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dst, old)
+    os.replace(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_table(group: zarr.Group, name: str, columns: Mapping[str, Sequence[Any]]) -> None:
+@contextlib.contextmanager
+def build(
+    path: str | os.PathLike[str],
+    *,
+    stage: str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    resumable: bool = False,
+) -> Iterator[zarr.Group]:
+    """`build_stage` for a store with no files folder: yields just the group."""
+    with build_stage(
+        path, stage=stage, params=params, inputs=inputs, resumable=resumable
+    ) as building:
+        yield building.group
+
+
+def write_table(group: zarr.Group, name: str, columns: Mapping[str, Any]) -> None:
     """Write a table as a group of equal-length 1-D arrays (strings as variable-length UTF-8)."""
     sub = group.require_group(name)
     lengths = {len(v) for v in columns.values()}
@@ -223,13 +281,34 @@ def write_table(group: zarr.Group, name: str, columns: Mapping[str, Sequence[Any
     sub.attrs["columns"] = list(columns)
 
 
+def read_rows(array: Any, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+    """The given rows of an (N, ...) zarr array, in the order given (one sorted read)."""
+    idx = np.asarray(rows, dtype=np.int64)
+    if idx.size == 0:
+        return np.zeros((0, *array.shape[1:]), array.dtype)
+    order = np.argsort(idx, kind="stable")
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return np.asarray(array.get_orthogonal_selection((idx[order],)))[back]
+
+
+def read_all(array: Any) -> np.ndarray:
+    """A whole zarr array as a numpy array."""
+    return np.asarray(array[...])
+
+
 def read_table(group: zarr.Group, name: str) -> dict[str, np.ndarray]:
     """Read a table written by `write_table`, columns in their written order."""
     sub = group[name]
-    order = sub.attrs.get("columns") or sorted(k for k, _ in sub.arrays())
+    assert isinstance(sub, zarr.Group)
+    written = sub.attrs.get("columns")
+    if isinstance(written, list):
+        order = [str(c) for c in written]
+    else:
+        order = sorted(k for k, _ in sub.arrays())
     out: dict[str, np.ndarray] = {}
     for col in order:
-        values = sub[col][:]
+        values = read_all(sub[col])
         out[col] = np.array(values.tolist(), dtype=str) if values.dtype.kind in "OT" else values
     return out
 
@@ -240,7 +319,7 @@ def create_stack(
     shape: tuple[int, ...],
     dtype: Any = "uint8",
     items_per_chunk: int = 1,
-) -> zarr.Array:
+) -> zarr.Array[Any]:
     """An (N, ...) array chunked along N only (compressed); for patch-like stacks.
 
     One item per chunk suits random access; more per chunk (with `StackWriter`) writes faster.
@@ -258,12 +337,13 @@ class StackWriter:
     streamed into an array created with N = 0.
     """
 
-    def __init__(self, array: zarr.Array, start: int = 0) -> None:
+    def __init__(self, array: zarr.Array[Any], start: int = 0) -> None:
         """Write from item `start` on (items before it are kept: a resumed stack)."""
         self.array = array
         self._chunk = int(array.chunks[0])
         self.at = (start // self._chunk) * self._chunk  # a partial first chunk is read back
-        self._pending: list[np.ndarray] = [array[self.at : start]] if start > self.at else []
+        head = [np.asarray(array[self.at : start])] if start > self.at else []
+        self._pending: list[np.ndarray] = head
         self._n_pending = start - self.at
 
     def _write(self, block: np.ndarray) -> None:
@@ -301,39 +381,81 @@ class StackWriter:
         self._pending, self._n_pending = [], 0
 
 
+OLD_LAYOUT = ("patches.zarr", "gan.zarr", "synthetic.zarr")  # wsi-aug 0.1's store names
+
+
 @dataclass(frozen=True)
 class WorkDir:
-    """The layout of a work folder (``--work``), a public interface documented in the README."""
+    """The layout of a work folder (``--work``), a public interface documented in the README.
+
+    Each stage has one name, used on the CLI, in pipeline files and here: its store is
+    ``NAME.zarr`` (only zarr inside) and its other files (checkpoints, PNG, CSV) are in ``NAME/``.
+    """
 
     root: Path
 
+    def store(self, stage: str) -> Path:
+        """The stage's Zarr store."""
+        return self.root / f"{stage}.zarr"
+
+    def files(self, stage: str) -> Path:
+        """The stage's folder of non-zarr files, beside its store."""
+        return self.root / stage
+
     @property
     def patches(self) -> Path:
-        return self.root / "patches.zarr"
+        return self.store("extract")
 
     @property
     def structure(self) -> Path:
-        return self.root / "structure.zarr"
+        return self.store("structure")
 
     @property
     def gan(self) -> Path:
-        return self.root / "gan.zarr"
+        return self.store("train-gan")
+
+    @property
+    def gan_files(self) -> Path:
+        return self.files("train-gan")
 
     @property
     def synthetic(self) -> Path:
-        return self.root / "synthetic.zarr"
+        return self.store("synthesize")
 
     @property
     def eval_seg(self) -> Path:
-        return self.root / "eval-seg"
+        return self.files("eval-seg")
 
     @property
     def eval_gan(self) -> Path:
-        return self.root / "eval-gan"
+        return self.files("eval-gan")
 
     @property
-    def figures(self) -> Path:
-        return self.root / "figures"
+    def slides(self) -> Path:
+        return self.root / "slides"
+
+    def old_layout(self) -> list[str]:
+        """Stores of wsi-aug 0.1's layout found here (names it no longer reads)."""
+        return [n for n in OLD_LAYOUT if (self.root / n / "zarr.json").is_file()]
+
+    def check_layout(self, force: bool = False) -> None:
+        """Refuse a work folder made with the old layout (unless `force`): never misread it."""
+        old = self.old_layout()
+        if not old:
+            return
+        if not force:
+            raise StageMissingError(
+                f"{self.root}: made by wsi-aug 0.1 with the old layout ({', '.join(old)}): "
+                "rerun with --force (the old stores are then moved to old-0.1/)"
+            )
+        keep = self.root / "old-0.1"
+        keep.mkdir(exist_ok=True)
+        for name in old:
+            target = keep / name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(self.root / name, target)
+        log.info("%s: moved the old layout's %s to %s", self.root, ", ".join(old), keep)
 
 
 def describe_work(root: str | os.PathLike[str]) -> str:
@@ -342,26 +464,41 @@ def describe_work(root: str | os.PathLike[str]) -> str:
     if not base.is_dir():
         return f"{base}: no work folder yet (the stages create it)"
     lines = [f"work folder {base}"]
+    old = WorkDir(base).old_layout()
+    if old:
+        lines.append(
+            f"  made by wsi-aug 0.1 with the old layout ({', '.join(old)}): not read; "
+            "rerun the stages with --force"
+        )
     stores = sorted(p for p in base.rglob("*.zarr") if not p.name.startswith("."))
-    stores = [p for p in stores if not any(q.suffix == ".zarr" for q in p.parents)]
+    stores = [
+        p
+        for p in stores
+        if not any(q.suffix == ".zarr" for q in p.parents) and p.parent.name != "old-0.1"
+        and p.name not in OLD_LAYOUT
+    ]
     for p in stores:
         meta = read_meta(p)
         if meta is None:
             lines.append(f"  {p.relative_to(base)}: not a wsi-aug store")
             continue
-        state = f"complete {meta.get('completed_at', '')}" if meta.get("complete") else "INCOMPLETE"
+        complete = bool(meta.get("complete")) and files_match(p, meta)
+        state = f"complete {meta.get('completed_at', '')}" if complete else "INCOMPLETE"
         lines.append(f"  {p.relative_to(base)}: stage {meta.get('stage')}, {state}")
         group = zarr.open_group(p, mode="r")
-        with warnings.catch_warnings():  # stages keep PNG/CSV/checkpoint files beside their arrays
-            warnings.simplefilter("ignore")
-            arrays = sorted(group.arrays())
-        for name, arr in arrays:
+        for name, arr in sorted(group.arrays()):
             lines.append(f"      {name} {tuple(arr.shape)} {arr.dtype}")
+        if meta.get("files"):
+            lines.append(f"      files: {p.parent.relative_to(base) / str(meta['files'])}/")
         params = ", ".join(f"{k}={v}" for k, v in (meta.get("params") or {}).items())
         lines.append(f"      params: {params}"[:300])
-    partial = sorted(q.name for q in base.glob(".*.partial-*"))
+    partial = sorted(
+        q.relative_to(base).as_posix()
+        for q in base.rglob(".*.partial-*")
+        if not q.name.endswith(".files")
+    )
     if partial:
-        lines.append(f"  resumable partial runs: {', '.join(partial)} (continue with --resume)")
+        lines.append(f"  interrupted runs: {', '.join(partial)}")
     if len(lines) == 1:
         lines.append("  no stage store yet; start with `wsi-aug extract SLIDES`")
     return "\n".join(lines)

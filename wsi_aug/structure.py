@@ -9,14 +9,11 @@ optionally with small objects removed.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from wsi_aug import store
-from wsi_aug.errors import WsiAugError
-from wsi_aug.store import StageResult, WorkDir
+from wsi_aug.imaging import is_flat, otsu_threshold
 
 Channel = Literal["grey", "saturation", "hematoxylin"]
 Method = Literal["otsu", "fixed"]
@@ -77,11 +74,9 @@ def structure_map(
     tissue = ~background_mask(image) if ignore_background else np.ones(s.shape, bool)
     if method == "otsu":
         values = s[tissue]
-        if values.size < 16 or float(values.max() - values.min()) < 1e-6:
+        if values.size < 16 or is_flat(values, 1e-6):
             return np.zeros(s.shape, np.uint8)
-        from skimage.filters import threshold_otsu
-
-        t = float(threshold_otsu(values))
+        t = otsu_threshold(values)
     elif method == "fixed":
         if threshold is None:
             raise ValueError("method 'fixed' needs a threshold in [0, 1] (--threshold)")
@@ -106,72 +101,3 @@ def _new_skimage() -> bool:
     from skimage.morphology import remove_small_objects
 
     return "max_size" in inspect.signature(remove_small_objects).parameters
-
-
-def build_structure(
-    work: str | Path,
-    *,
-    method: str = "otsu",
-    channel: str = "grey",
-    threshold: float | None = None,
-    min_size: int = 0,
-    ignore_background: bool = True,
-    force: bool = False,
-    progress: bool = True,
-    grid_rows: int = 8,
-) -> StageResult:
-    """Stage: a structure map for every patch of ``patches.zarr`` into ``structure.zarr``.
-
-    Also saves a PNG grid (image / mask / structure map) to ``figures/structure-grid.png``.
-    """
-    from tqdm import tqdm
-
-    wd = WorkDir(Path(work))
-    patches = store.open_stage(wd.patches, stage="extract", made_by="wsi-aug extract SLIDES")
-    if method == "fixed" and threshold is None:
-        raise WsiAugError("structure: --method fixed needs --threshold T (0 to 1 on the channel)")
-    params = {
-        "method": method,
-        "channel": channel,
-        "threshold": threshold if method == "fixed" else None,
-        "min_size": int(min_size),
-        "ignore_background": bool(ignore_background),
-    }
-    inputs = {"patches": store.stage_fingerprint(wd.patches)}
-    hit = store.cached_result(
-        wd.structure, stage="structure", params=params, inputs=inputs, force=force
-    )
-    if hit is not None:
-        return hit
-    images = patches["images"]
-    n = images.shape[0]
-    with store.build(wd.structure, stage="structure", params=params, inputs=inputs) as g:
-        maps = store.create_stack(g, "maps", (n, *images.shape[1:3]))
-        block = 64
-        bar = tqdm(total=n, desc="structure maps", unit="patch", disable=not progress)
-        for start in range(0, n, block):
-            chunk = images[start : start + block]
-            maps[start : start + len(chunk)] = np.stack(
-                [structure_map(im, **params) for im in chunk]
-            )
-            bar.update(len(chunk))
-        bar.close()
-        g.attrs.update({"size": int(images.shape[1]), **params})
-        if n:
-            save_structure_grid(wd, patches, maps, rows=grid_rows)
-    return StageResult(wd.structure, False, store.read_meta(wd.structure) or {})
-
-
-def save_structure_grid(wd: WorkDir, patches, maps, rows: int = 8) -> Path:
-    """PNG grid of image / mask / structure map for a few patches, glomeruli first."""
-    from wsi_aug.figures import save_grid
-
-    table = store.read_table(patches, "table")
-    order = np.argsort(~table["positive"].astype(bool), kind="stable")[:rows]
-    cells = [[patches["images"][i], patches["masks"][i], maps[i]] for i in order]
-    return save_grid(
-        cells,
-        wd.figures / "structure-grid.png",
-        column_titles=["image", "glomerulus mask", "structure map"],
-        row_titles=[f"{table['slide'][i]}:{table['object_id'][i]}"[:24] for i in order],
-    )

@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from wsi_aug.options import force_option
+from wsi_aug.options import force_option, report_result, show_library_log
+from wsi_aug.stages.registry import NAMES
 
-STAGE_NAMES = ("phantom", "extract", "structure", "train-gan", "synthesize", "eval-seg", "eval-gan")
+
+def _print_outputs(runs: list[Any]) -> None:
+    """At the end, say once more where every result people look at is."""
+    click.echo("\noutputs:")
+    for run in runs:
+        click.echo(f"  {run.name}: {run.result.path}")
+        for p in getattr(run.result, "outputs", ()) or ():
+            click.echo(f"    {p}")
 
 
-def _print_outputs(work: Path) -> None:
-    """Say where the results people look at are."""
-    from wsi_aug.store import WorkDir
-
-    wd = WorkDir(work)
-    wanted = [
-        wd.patches,
-        wd.structure,
-        wd.figures / "structure-grid.png",
-        wd.gan,
-        wd.synthetic,
-        wd.eval_seg / "results.md",
-        wd.eval_seg / "dice.png",
-        wd.eval_gan / "results.md",
-        wd.eval_gan / "grid.png",
-    ]
-    click.echo("outputs:")
-    for p in wanted:
-        if p.exists():
-            click.echo(f"  {p}")
-    for table in (wd.eval_seg / "results.md", wd.eval_gan / "results.md"):
-        if table.exists():
-            click.echo(f"\n{table}:\n{table.read_text()}")
+def _stage_done(name: str, result: Any) -> None:
+    report_result(name, result)
+    click.echo()
 
 
 @click.command()
@@ -47,7 +36,7 @@ def _print_outputs(work: Path) -> None:
 @click.option(
     "--only",
     multiple=True,
-    type=click.Choice(STAGE_NAMES),
+    type=click.Choice(NAMES),
     help="Run only these stages (repeatable).",
 )
 @force_option
@@ -55,10 +44,13 @@ def run(pipeline: Path, work: Path | None, only: tuple[str, ...], force: bool) -
     """Run every stage a pipeline file (TOML or YAML) names; cached stages are skipped."""
     from wsi_aug.pipeline import load_pipeline, run_pipeline
 
+    show_library_log()
     config = load_pipeline(pipeline)
     root = Path(work or config.get("work") or "wsi-aug-work")
-    run_pipeline(config, work=root, force=force, only=only, report=click.echo)
-    _print_outputs(root)
+    runs = run_pipeline(
+        config, work=root, force=force, only=only, report=click.echo, on_result=_stage_done
+    )
+    _print_outputs(runs)
 
 
 @click.command()
@@ -76,8 +68,9 @@ def demo(work: Path, force: bool) -> None:
 
     from wsi_aug.pipeline import load_pipeline, run_pipeline
 
+    show_library_log()
     source = files("wsi_aug.resources").joinpath("demo.toml")
     with as_file(source) as path:
         config = load_pipeline(path)
-    run_pipeline(config, work=work, force=force, report=click.echo)
-    _print_outputs(work)
+    runs = run_pipeline(config, work=work, force=force, report=click.echo, on_result=_stage_done)
+    _print_outputs(runs)

@@ -1,0 +1,290 @@
+"""Stage `eval-seg`: does synthetic data help a segmentation U-Net on real slides?
+
+Each synthetic ratio is one cached configuration: ``eval-seg/configs/<hash>.zarr`` (a
+``per_seed`` table of metrics) with its ``results.md``, ``dice.png`` and ``per_seed.csv`` in
+``eval-seg/configs/<hash>/``; a sweep that adds a ratio trains only the new one. The sweep's
+summary, ``results.csv``, ``results.md``, ``results_per_seed.csv`` and ``dice.png``, goes to
+``eval-seg/``. The training and scoring live in `wsi_aug.eval_seg`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from wsi_aug.stages.base import Stage, StageParams, StageResult, param
+
+NAME = "eval-seg"
+MADE_BY = "wsi-aug eval-seg"
+_PER_SEED = "per_seed"
+
+
+class EvalSegParams(StageParams):
+    """The sweep (ratios, seeds, real fraction), the U-Net and its training, and the scoring."""
+
+    stage = NAME
+
+    synthetic_ratios: tuple[float, ...] = param(
+        (0.5,),
+        "Fraction of synthetic training samples (0 real only, 1 synthetic only); repeat it or "
+        "give a comma list (0,0.5,1) for a sweep.",
+        cli="--synthetic-ratio",
+        min_length=1,
+    )
+    real_fraction: float = param(
+        1.0,
+        "Keep only this fraction of the real training patches (chosen with the seed).",
+        gt=0,
+        le=1,
+    )
+    seeds: int = param(
+        3, "U-Nets per ratio (seeds --seed, --seed+1, ...); mean and std are reported.", ge=1
+    )
+    seed: int = param(0, "The first seed.", ge=0)
+    epochs: int = param(50, "Training epochs of each U-Net.", ge=1)
+    samples_per_epoch: int | None = param(
+        None, "Training samples per epoch (default: the number of real training patches).", ge=1
+    )
+    batch_size: int = param(8, "U-Net training batch size.", ge=1)
+    lr: float = param(1e-4, "Adam learning rate of the U-Net.", gt=0)
+    width: float = param(1.0, "Filter multiplier: 64 x width filters at the top level.", gt=0)
+    batch_norm: bool = param(False, "Add batch normalisation after each convolution.")
+    padding: Literal["same", "valid"] = param(
+        "same", "'valid' is the unpadded U-Net: smaller output, targets centre-cropped."
+    )
+    augment: bool = param(True, "Train with data augmentation (geometric and colour).")
+    min_object_area: float = param(
+        1000.0,
+        "Object precision/recall/F1 count only components of at least this area in µm² (holes "
+        "filled), in prediction and ground truth; Dice is on the raw output. 0 disables the "
+        "clean-up.",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    device: str = param(
+        "auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda ...", key=False
+    )
+
+    @field_validator("synthetic_ratios")
+    @classmethod
+    def _ratios(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [r for r in v if not 0.0 <= r <= 1.0]
+        if bad:
+            raise ValueError(f"each ratio must be in [0, 1], not {bad[0]:g}")
+        return tuple(dict.fromkeys(float(r) for r in v))  # unique, in the order given
+
+
+@dataclass(frozen=True)
+class EvalSegResult:
+    """The sweep's summary rows (one per ratio), per-seed rows, output files and stores."""
+
+    rows: list[dict[str, Any]]
+    per_seed: list[dict[str, Any]]
+    table: str  # the Markdown table
+    csv: Path
+    markdown: Path
+    plot: Path
+    stores: list[StageResult]
+
+    @property
+    def cached(self) -> bool:
+        return all(s.cached for s in self.stores)
+
+    @property
+    def path(self) -> Path:
+        """The folder of the results people look at (``WORK/eval-seg``)."""
+        return self.csv.parent
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.markdown, self.plot)
+
+    @property
+    def text(self) -> str:
+        return self.table
+
+
+def config_path(folder: Path, params: Mapping[str, Any]) -> Path:
+    """``eval-seg/configs/<12-hex config hash>.zarr`` (the hash ignores input fingerprints, so a
+    rebuilt upstream replaces that configuration's results rather than adding a folder)."""
+    from wsi_aug import store
+
+    h = store.fingerprint_value(dict(params)).removeprefix("sha256:")[:12]
+    return folder / "configs" / f"{h}.zarr"
+
+
+def read_per_seed(path: Path) -> list[dict[str, Any]]:
+    """The per-seed rows of a complete configuration store."""
+    from wsi_aug import store
+
+    table = store.read_table(store.open_stage(path, stage=NAME, made_by=MADE_BY), _PER_SEED)
+    n = len(next(iter(table.values())))
+    return [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in table.items()}
+            for i in range(n)]
+
+
+def eval_seg(
+    work: str | Path,
+    params: EvalSegParams | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> EvalSegResult:
+    """Stage: train and score U-Nets for each synthetic ratio over ``seeds`` seeds.
+
+    Returns the summary (mean and std over seeds of pooled Dice, mean per-patch Dice, IoU and
+    object precision/recall/F1 on the real test split) and writes it to ``WORK/eval-seg/``.
+    Configurations already computed come from the cache.
+    """
+    import json
+
+    from wsi_aug import store
+    from wsi_aug.device import resolve_device
+    from wsi_aug.errors import WsiAugError
+    from wsi_aug.eval_seg import (
+        SegData,
+        min_area_pixels,
+        run_seed,
+        summary_markdown,
+        summary_row,
+        write_csv,
+        write_outputs,
+    )
+    from wsi_aug.seg.unet import output_size
+    from wsi_aug.stages.extract import PatchStore
+    from wsi_aug.stages.synthesize import SyntheticStore
+
+    p = EvalSegParams.build(params, **overrides)
+    wd = store.WorkDir(Path(work))
+    wd.check_layout(force)
+    patches = PatchStore.open(work)
+    splits = {s: patches.select(s) for s in ("train", "val", "test")}
+    if len(splits["test"]) == 0:
+        raise WsiAugError(
+            f"{patches.path}: no patches in the test split; re-run `wsi-aug extract` with "
+            "--split so that some slides go to the test set"
+        )
+    size = patches.size
+    min_area_px = min_area_pixels(p.min_object_area, patches.table.mpp[splits["test"]])
+    if output_size(size, 5, p.padding) <= 0:
+        raise WsiAugError(
+            f"{patches.path}: {size}-px patches are too small for the valid-padding U-Net "
+            "(it needs at least 188 px); use --padding same"
+        )
+    ratios = list(p.synthetic_ratios)
+    if len(splits["train"]) == 0 and min(ratios) < 1.0:
+        raise WsiAugError(
+            f"{patches.path}: no patches in the train split; re-run `wsi-aug extract` with "
+            "--split so that some slides go to the training set"
+        )
+    inputs_real = {"patches": patches.fingerprint()}
+    synth: SyntheticStore | None = None
+    inputs_synth: dict[str, str] = {}
+    if max(ratios) > 0:
+        synth = SyntheticStore.open(work)
+        inputs_synth = {"synthetic": synth.fingerprint()}
+    dev = resolve_device(p.device)
+    seed_list = list(range(p.seed, p.seed + p.seeds))
+    shared = {
+        "real_fraction": p.real_fraction,
+        "seeds": seed_list,
+        "epochs": p.epochs,
+        "samples_per_epoch": p.samples_per_epoch,
+        "batch_size": p.batch_size,
+        "lr": p.lr,
+        "width": p.width,
+        "depth": 5,
+        "batch_norm": p.batch_norm,
+        "padding": p.padding,
+        "augment": p.augment,
+        "min_object_area": p.min_object_area,
+    }
+    train_kwargs = {
+        "epochs": p.epochs,
+        "batch_size": p.batch_size,
+        "lr": p.lr,
+        "width": p.width,
+        "batch_norm": p.batch_norm,
+        "padding": p.padding,
+        "augment": p.augment,
+        "device": dev,
+    }
+    data: SegData | None = None
+    rows: list[dict[str, Any]] = []
+    per_seed_all: list[dict[str, Any]] = []
+    results: list[StageResult] = []
+    folder = wd.files(NAME)
+    for ratio in ratios:
+        cfg = {"synthetic_ratio": float(ratio), **shared}
+        inputs = {**inputs_real, **(inputs_synth if ratio > 0 else {})}
+        path = config_path(folder, cfg)
+        files = path.with_suffix("")
+        res = store.cached_result(path, stage=NAME, params=cfg, inputs=inputs, force=force)
+        if res is None:
+            if data is None:
+                data = SegData.load(patches, splits, synth)
+            with store.build_stage(
+                path, stage=NAME, params=cfg, inputs=inputs, resumable=True, files=files
+            ) as b:
+                g = b.group
+                done = json.loads(str(g.attrs.get("seed_rows", "{}")))  # resumes an interrupted run
+                for s in seed_list:
+                    if str(s) in done:
+                        continue
+                    done[str(s)] = run_seed(
+                        data,
+                        ratio=ratio,
+                        seed=s,
+                        real_fraction=p.real_fraction,
+                        samples_per_epoch=p.samples_per_epoch,
+                        min_area_px=min_area_px,
+                        train_kwargs=train_kwargs,
+                        progress=progress,
+                    )
+                    g.attrs["seed_rows"] = json.dumps(done)
+                per_seed = [done[str(s)] for s in seed_list]
+                store.write_table(g, _PER_SEED, {k: [r[k] for r in per_seed] for k in per_seed[0]})
+                summary = summary_row(ratio, per_seed)
+                g.attrs["summary"] = json.dumps(summary)  # JSON text: NaN-safe
+                g.attrs["device"] = str(dev)
+                assert b.files is not None
+                write_outputs(b.files, [summary], f"eval-seg, synthetic ratio {ratio:g}")
+                write_csv(per_seed, b.files / "per_seed.csv")
+            res = StageResult(path, False, store.read_meta(path) or {})
+        per_seed = read_per_seed(path)
+        results.append(res)
+        per_seed_all += per_seed
+        rows.append(summary_row(ratio, per_seed))
+    title = (
+        f"eval-seg: {len(seed_list)} seed(s), {p.epochs} epochs, width {p.width:g}, "
+        f"real fraction {p.real_fraction:g}, objects >= {p.min_object_area:g} µm²"
+    )
+    out = write_outputs(folder, rows, title)
+    write_csv(per_seed_all, folder / "results_per_seed.csv")
+    return EvalSegResult(
+        rows=rows,
+        per_seed=per_seed_all,
+        table=summary_markdown(rows),
+        csv=out["csv"],
+        markdown=out["markdown"],
+        plot=out["plot"],
+        stores=results,
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    params=EvalSegParams,
+    run=eval_seg,
+    help="Train U-Nets on real + synthetic patches and score them on the real test split "
+    "(writes eval-seg/).",
+    store="eval-seg",
+    inputs=("extract", "synthesize"),
+    kind="files",
+)

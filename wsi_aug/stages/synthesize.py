@@ -1,0 +1,319 @@
+"""Stage `synthesize`: synthetic patches from the trained generator, into ``synthesize.zarr``.
+
+The store holds ``images`` (N, S, S, 3) uint8, ``masks`` and ``structure`` (N, S, S) uint8 in
+{0, 1}, and a ``provenance`` table saying how each sample was made (`Provenance`);
+`SyntheticStore` reads it and no other module knows those names. Conditions come from
+`wsi_aug.conditions`; the generator runs in `wsi_aug.gan.synth`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from wsi_aug.stages.base import Stage, StageParams, StageResult, param
+
+if TYPE_CHECKING:
+    import zarr
+
+NAME = "synthesize"
+MADE_BY = "wsi-aug synthesize --n N"
+_IMAGES, _MASKS, _STRUCTURE, _PROVENANCE = "images", "masks", "structure", "provenance"
+
+
+class SynthesizeParams(StageParams):
+    """How many synthetic patches, from which conditions and checkpoint."""
+
+    stage = NAME
+
+    n: int = param(..., "Number of synthetic patches to generate.", ge=1)
+    source: Literal["augment", "real"] = param(
+        "augment",
+        "Conditions: augment (new, jointly deformed masks and structure maps) or real (the "
+        "train conditions, cycling).",
+    )
+    seed: int = param(0, "Random seed (conditions, and dropout noise with --dropout).", ge=0)
+    batch_size: int = param(64, "Patches generated per batch.", ge=1)
+    dropout: bool = param(
+        False,
+        "Keep the generator's dropout on, as Pix2Pix does at test time: one condition gives "
+        "several images (still deterministic for --seed and --batch-size).",
+    )
+    checkpoint: Path | None = param(
+        None, "Generator checkpoint (default: the latest of train-gan/checkpoints).", key=False
+    )
+    export_png: Path | None = param(
+        None, "Also write DIR/images/000000.png and DIR/masks/000000.png (0/255).", key=False
+    )
+    device: str = param(
+        "auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda ...", key=False
+    )
+
+    def key_dict(self) -> dict[str, Any]:
+        """Without dropout the batch size does not change the images: it stays out of the key."""
+        d = super().key_dict()
+        if not self.dropout:
+            d.pop("batch_size")
+            d.pop("dropout")
+        return d
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Per synthetic sample: the real condition it came from, the transform, seed, checkpoint."""
+
+    source_index: np.ndarray = field(metadata={"dtype": np.int64})  # row in extract.zarr
+    source: np.ndarray  # str: augment / real
+    transform: np.ndarray  # str: the joint transform applied to the condition
+    seed: np.ndarray = field(metadata={"dtype": np.int64})  # that transform's generator seed
+    checkpoint: np.ndarray  # str: the generator checkpoint's fingerprint
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_lists(cls, cols: dict[str, list[Any]]) -> Provenance:
+        kinds = {f.name: f.metadata.get("dtype", str) for f in fields(cls)}
+        return cls(**{c: np.asarray(cols[c], dtype=kinds[c]) for c in cls.columns()})
+
+
+class SyntheticStore:
+    """A complete ``synthesize.zarr``, read-only."""
+
+    def __init__(self, path: Path, group: zarr.Group) -> None:
+        self.path = path
+        self.group = group
+
+    @classmethod
+    def open(cls, work: str | Path) -> SyntheticStore:
+        """Open the work folder's synthetic store, or fail naming the command that makes it."""
+        from wsi_aug import store
+
+        wd = store.WorkDir(Path(work))
+        wd.check_layout()
+        return cls(wd.synthetic, store.open_stage(wd.synthetic, stage=NAME, made_by=MADE_BY))
+
+    def _array(self, name: str) -> zarr.Array[Any]:
+        import zarr
+
+        arr = self.group[name]
+        assert isinstance(arr, zarr.Array)
+        return arr
+
+    @property
+    def images(self) -> zarr.Array[Any]:
+        return self._array(_IMAGES)
+
+    @property
+    def masks(self) -> zarr.Array[Any]:
+        return self._array(_MASKS)
+
+    @property
+    def structure(self) -> zarr.Array[Any]:
+        return self._array(_STRUCTURE)
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every image, mask and structure map, in memory."""
+        from wsi_aug import store
+
+        return (
+            store.read_all(self.images),
+            store.read_all(self.masks),
+            store.read_all(self.structure),
+        )
+
+    @property
+    def provenance(self) -> Provenance:
+        from wsi_aug import store
+
+        cols = store.read_table(self.group, _PROVENANCE)
+        return Provenance(**{c: cols[c] for c in Provenance.columns()})
+
+    def fingerprint(self) -> str:
+        from wsi_aug import store
+
+        return store.stage_fingerprint(self.path)
+
+
+class SyntheticWriter:
+    """Writes a ``synthesize.zarr`` being built: arrays of a known length, then provenance."""
+
+    def __init__(self, group: zarr.Group, n: int, size: int) -> None:
+        from wsi_aug import store
+
+        self.group = group
+        self.images = store.create_stack(group, _IMAGES, (n, size, size, 3))
+        self.masks = store.create_stack(group, _MASKS, (n, size, size))
+        self.structure = store.create_stack(group, _STRUCTURE, (n, size, size))
+        self._prov: dict[str, list[Any]] = {c: [] for c in Provenance.columns()}
+
+    def write(
+        self,
+        start: int,
+        images: np.ndarray,
+        masks: np.ndarray,
+        structure: np.ndarray,
+        provenance: dict[str, list[Any]],
+    ) -> None:
+        """Samples start .. start + len(images), with their provenance columns."""
+        end = start + len(images)
+        self.images[start:end] = images
+        self.masks[start:end] = masks
+        self.structure[start:end] = structure
+        for c in Provenance.columns():
+            self._prov[c] += list(provenance[c])
+
+    def finish(self, attrs: dict[str, Any]) -> None:
+        from wsi_aug import store
+
+        store.write_table(self.group, _PROVENANCE, Provenance.from_lists(self._prov).__dict__)
+        self.group.attrs.update(attrs)
+
+
+def synthesize(
+    work: str | Path,
+    params: SynthesizeParams | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> StageResult:
+    """Stage: generate ``n`` synthetic patches with their conditions into ``synthesize.zarr``.
+
+    Cached on the GAN store, the checkpoint file and the patch/structure stores, and on
+    (n, source, seed; batch size too with dropout).
+    """
+    from wsi_aug import store
+    from wsi_aug.conditions import make_source
+    from wsi_aug.device import resolve_device
+    from wsi_aug.errors import CheckpointError, WsiAugError
+    from wsi_aug.gan.synth import Generation
+    from wsi_aug.stages.structure import PairedStores
+    from wsi_aug.stages.train_gan import GanStore
+
+    p = SynthesizeParams.build(params, **overrides)
+    wd = store.WorkDir(Path(work))
+    wd.check_layout(force)
+    gan = GanStore.open(work)
+    cfg = gan.config
+    if p.checkpoint is None:
+        ckpt = gan.latest()
+    else:
+        ckpt = Path(p.checkpoint)
+        if not ckpt.is_file():
+            raise CheckpointError(
+                f"{ckpt}: no such checkpoint file; pass an existing --checkpoint "
+                f"(default: the latest of {gan.checkpoints})"
+            )
+    pairs = PairedStores(work)
+    inputs = {
+        "gan": gan.fingerprint(),
+        "checkpoint": store.fingerprint_file(ckpt),
+        **pairs.fingerprints(),
+    }
+    key = p.key_dict()
+    cached = store.cached_result(wd.synthetic, stage=NAME, params=key, inputs=inputs, force=force)
+    if cached is not None:
+        if p.export_png is not None:
+            export_pngs(work, p.export_png, progress=progress)
+        outputs = (p.export_png,) if p.export_png is not None else ()
+        return StageResult(cached.path, True, cached.meta, outputs=outputs)
+    size = pairs.patches.size
+    if cfg.size != size:
+        raise CheckpointError(
+            f"{ckpt}: made for {cfg.size} px patches, {pairs.patches.path} holds {size} "
+            f"px; retrain with `wsi-aug train-gan` or pass the matching --checkpoint"
+        )
+    train = pairs.load("train", positive=True)
+    if len(train) == 0:
+        raise WsiAugError(
+            f"{pairs.patches.path}: no positive train patch to take conditions from; "
+            "extract glomeruli with `wsi-aug extract`"
+        )
+    dev = resolve_device(p.device)
+    gen = Generation(ckpt, cfg, dev, dropout_seed=p.seed if p.dropout else None)
+    conditions = make_source(p.source, train.masks, train.maps, train.rows, p.seed)
+    from tqdm.auto import tqdm
+
+    with store.build(wd.synthetic, stage=NAME, params=key, inputs=inputs) as group:
+        writer = SyntheticWriter(group, p.n, size)
+        with tqdm(total=p.n, unit="img", desc="synthesize", disable=not progress) as bar:
+            for start in range(0, p.n, p.batch_size):
+                count = min(p.batch_size, p.n - start)
+                batch = conditions.batch(start, count, device=dev)
+                images = gen(batch.masks, batch.structure)
+                writer.write(
+                    start,
+                    images,
+                    batch.masks,
+                    batch.structure,
+                    {
+                        "source_index": batch.source_index.tolist(),
+                        "source": [p.source] * count,
+                        "transform": batch.transform,
+                        "seed": batch.seed.tolist(),
+                        "checkpoint": [inputs["checkpoint"]] * count,
+                    },
+                )
+                bar.update(count)
+        writer.finish(
+            {
+                "size": size,
+                "n": p.n,
+                "source": p.source,
+                "seed": p.seed,
+                "dropout": p.dropout,
+                "checkpoint": str(ckpt),
+                "config": cfg.to_dict(),
+            }
+        )
+    made: tuple[Path, ...] = ()
+    if p.export_png is not None:
+        made = (export_pngs(work, p.export_png, progress=progress),)
+    return StageResult(wd.synthetic, False, store.read_meta(wd.synthetic) or {}, outputs=made)
+
+
+def export_pngs(work: str | Path, out: Path, *, progress: bool = False, chunk: int = 256) -> Path:
+    """Write ``out/images/NNNNNN.png`` (RGB) and ``out/masks/NNNNNN.png`` (0/255) from a store."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from wsi_aug import store
+
+    synth = SyntheticStore.open(work)
+    images, masks = synth.images, synth.masks
+    n = len(synth)
+    width = max(6, len(str(n - 1)))
+    (Path(out) / "images").mkdir(parents=True, exist_ok=True)
+    (Path(out) / "masks").mkdir(parents=True, exist_ok=True)
+    with tqdm(total=n, unit="png", desc="export", disable=not progress) as bar:
+        for start in range(0, n, chunk):
+            rows = np.arange(start, min(start + chunk, n))
+            imgs, ms = store.read_rows(images, rows), store.read_rows(masks, rows)
+            for k in range(len(imgs)):
+                name = f"{start + k:0{width}d}.png"
+                Image.fromarray(np.asarray(imgs[k], np.uint8)).save(Path(out) / "images" / name)
+                Image.fromarray((np.asarray(ms[k]) > 0).astype(np.uint8) * 255).save(
+                    Path(out) / "masks" / name
+                )
+            bar.update(len(imgs))
+    return Path(out)
+
+
+STAGE = Stage(
+    name=NAME,
+    params=SynthesizeParams,
+    run=synthesize,
+    help="Generate synthetic patches with the trained generator (writes synthesize.zarr).",
+    store="synthesize.zarr",
+    inputs=("extract", "structure", "train-gan"),
+)

@@ -1,0 +1,360 @@
+"""Stage `train-gan`: the mode-seeking Pix2Pix, trained on the train split's positive patches.
+
+Writes ``train-gan.zarr`` (the GAN configuration and run facts in its attributes) and, beside it,
+``train-gan/``: ``checkpoints/epoch-NNNN.safetensors`` (+ ``latest``), ``samples/epoch-NNNN.png``
+and ``losses.csv``. `GanStore` is the only code that knows that layout. The training itself lives
+in `wsi_aug.gan`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from wsi_aug.stages.base import Stage, StageParams, StageResult, param
+
+if TYPE_CHECKING:
+    import zarr
+
+    from wsi_aug.gan.models import GanConfig
+
+log = logging.getLogger(__name__)
+
+NAME = "train-gan"
+MADE_BY = "wsi-aug train-gan"
+_CHECKPOINTS, _SAMPLES, _LOSSES = "checkpoints", "samples", "losses.csv"
+
+
+class TrainGanParams(StageParams):
+    """The GAN's architecture, losses, optimiser and training length (the paper's defaults)."""
+
+    stage = NAME
+
+    epochs: int = param(100, "Passes over the positive train patches.", ge=1)
+    pairs_per_step: int = param(
+        1, "Pairs of different conditions per step (batch = 2 x this; the paper: 1).", ge=1
+    )
+    lr: float = param(2e-4, "Adam learning rate of G and D.", gt=0)
+    betas: tuple[float, float] = param((0.5, 0.999), "Adam betas of G and D.")
+    l1_weight: float = param(10.0, "Weight λ of the L1 term.", ge=0)
+    ms_weight: float = param(10.0, "Weight μ of the mode-seeking term (0 disables it).", ge=0)
+    d_conditional: bool = param(
+        False, "Ablation: D also sees the condition (Pix2Pix) instead of the image alone."
+    )
+    no_structure: bool = param(
+        False, "Ablation: condition on the mask alone, without the structure map."
+    )
+    disc: Literal["paper", "patch"] = param(
+        "paper", "Discriminator: the paper's, or the Pix2Pix 70x70 PatchGAN."
+    )
+    ngf: int = param(64, "Generator width (first layer's channels).", ge=1)
+    ndf: int = param(64, "Discriminator width (first layer's channels).", ge=1)
+    seed: int = param(0, "Random seed (weights, pairs, augmentation).", ge=0)
+    max_steps: int | None = param(
+        None, "Stop after this many steps in total (for trials and benchmarks).", ge=1
+    )
+    device: str = param(
+        "auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...",
+        key=False,
+    )
+    fast: bool | None = param(
+        None,
+        "Capture the training step as one CUDA graph (default: on with CUDA; ignored on the CPU).",
+        key=False,
+    )
+    checkpoint_every: int = param(
+        1, "Write a checkpoint every this many epochs (and at the end).", ge=1, key=False
+    )
+    resume: bool = param(
+        False,
+        "Extend a finished run with the same options to more --epochs (an interrupted run "
+        "always continues; --force starts over).",
+        key=False,
+    )
+
+
+class GanStore:
+    """A complete ``train-gan.zarr`` and its ``train-gan/`` folder, read-only."""
+
+    def __init__(self, path: Path, files: Path, group: zarr.Group, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.files = files
+        self.group = group
+        self.meta = meta
+
+    @classmethod
+    def open(cls, work: str | Path) -> GanStore:
+        """Open the work folder's GAN store, or fail naming the command that makes it."""
+        from wsi_aug import store
+
+        wd = store.WorkDir(Path(work))
+        wd.check_layout()
+        group = store.open_stage(wd.gan, stage=NAME, made_by=MADE_BY)
+        meta = store.read_meta(wd.gan) or {}
+        if not store.files_match(wd.gan, meta):
+            from wsi_aug.errors import StageMissingError
+
+            raise StageMissingError(
+                f"{wd.gan_files}: does not belong to {wd.gan} (interrupted?); "
+                f"rebuild it with `{MADE_BY} --force`"
+            )
+        return cls(wd.gan, wd.gan_files, group, meta)
+
+    @property
+    def config(self) -> GanConfig:
+        """The GAN configuration it was trained with."""
+        from wsi_aug.errors import StageMissingError
+        from wsi_aug.gan.models import GanConfig
+
+        try:
+            return GanConfig.from_dict(dict(self.group.attrs["config"]))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageMissingError(
+                f"{self.path}: no usable GAN config in its attributes ({exc}); "
+                f"rebuild it with `{MADE_BY} --force`"
+            ) from exc
+
+    @staticmethod
+    def checkpoint_dir(files: Path) -> Path:
+        """Where a run (finished or in progress) keeps its checkpoints."""
+        return files / _CHECKPOINTS
+
+    @staticmethod
+    def samples_dir(files: Path) -> Path:
+        """Where a run keeps its per-epoch sample grids."""
+        return files / _SAMPLES
+
+    @staticmethod
+    def losses_csv(files: Path) -> Path:
+        """Where a run logs its losses."""
+        return files / _LOSSES
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir(self.files)
+
+    def latest(self) -> Path:
+        """The newest checkpoint, or an error that says which checkpoints exist."""
+        from wsi_aug.errors import StageMissingError
+        from wsi_aug.gan.checkpoints import latest_checkpoint
+
+        found = latest_checkpoint(self.checkpoints)
+        if found is None:
+            raise StageMissingError(
+                f"{self.checkpoints}: holds no checkpoint; rebuild it with `{MADE_BY} --force`"
+            )
+        return found
+
+    def sample_grids(self) -> list[Path]:
+        """The sample grids, oldest first."""
+        return sorted(self.samples_dir(self.files).glob("*.png"))
+
+    def fingerprint(self) -> str:
+        """Changes on every rebuild: what downstream stores record as their input."""
+        from wsi_aug import store
+
+        return store.stage_fingerprint(self.path)
+
+
+def _resume_source(
+    wd: Any, files: Path, key: dict[str, Any], inputs: dict[str, Any], p: TrainGanParams
+) -> Path | None:
+    """The checkpoint to continue from: an interrupted run's (always), else, with ``resume``,
+    a compatible finished store's (to extend it to more epochs)."""
+    import json
+
+    from wsi_aug import store
+    from wsi_aug.gan.checkpoints import latest_checkpoint, load_checkpoint
+
+    ck = latest_checkpoint(GanStore.checkpoint_dir(files))
+    if ck is not None:  # the same options and inputs were interrupted: always continue
+        return ck
+    if not p.resume:
+        return None
+    meta = store.read_meta(wd.gan)
+    if not meta or not meta.get("complete") or meta.get("stage") != NAME:
+        return None
+
+    def same(d: Any) -> dict[str, Any]:
+        d = json.loads(json.dumps(d, default=str))
+        return {k: v for k, v in d.items() if k not in ("epochs", "max_steps")}
+
+    if same(meta.get("params") or {}) != same(key) or meta.get("inputs") != same(inputs):
+        log.info("%s: trained with other options or inputs; not resuming from it", wd.gan)
+        return None
+    ck = latest_checkpoint(GanStore.checkpoint_dir(wd.gan_files))
+    if ck is None:
+        return None
+    done = load_checkpoint(ck)
+    if done.epoch > p.epochs or (p.max_steps is not None and done.step > p.max_steps):
+        log.info("%s is already past %d epoch(s); training from scratch", ck, p.epochs)
+        return None
+    return ck
+
+
+def run_training(
+    work: Path, p: TrainGanParams, *, force: bool = False, progress: bool = True
+) -> tuple[StageResult, Any]:
+    """`train_gan`, also returning the model step (None when cached) for tests and benchmarks."""
+    import shutil
+
+    from wsi_aug import store
+    from wsi_aug.errors import WsiAugError
+    from wsi_aug.gan import ddp
+    from wsi_aug.gan.checkpoints import load_checkpoint
+    from wsi_aug.gan.data import PairSampler
+    from wsi_aug.gan.models import GanConfig
+    from wsi_aug.gan.train import train
+    from wsi_aug.stages.structure import PairedStores
+
+    wd = store.WorkDir(Path(work))
+    wd.check_layout(force)
+    ctx = ddp.setup(p.device)
+    try:
+        pairs = PairedStores(work)
+        size = pairs.patches.size
+        try:
+            cfg = GanConfig(
+                size=size,
+                ngf=p.ngf,
+                ndf=p.ndf,
+                disc=p.disc,
+                d_conditional=p.d_conditional,
+                no_structure=p.no_structure,
+                l1_weight=p.l1_weight,
+                ms_weight=p.ms_weight,
+                lr=p.lr,
+                beta1=p.betas[0],
+                beta2=p.betas[1],
+                pairs_per_step=p.pairs_per_step,
+            )
+        except ValueError as exc:
+            raise WsiAugError(f"{wd.patches}: {exc}") from exc
+        inputs = pairs.fingerprints()
+        key = {**p.key_dict(), "size": size, "world_size": ctx.world_size}
+        hit = store.cached_result(wd.gan, stage=NAME, params=key, inputs=inputs, force=force)
+        if hit is not None:
+            return StageResult(hit.path, True, hit.meta, outputs=_outputs(wd.gan_files)), None
+
+        data = pairs.load("train", positive=True)
+        # fails early, before any folder is made, if there are too few pairs
+        PairSampler(len(data), p.seed).epoch_steps(0, p.pairs_per_step, ctx.rank, ctx.world_size)
+        partial = store.partial_path(wd.gan, store.stage_key(NAME, key, inputs))
+        files = partial.with_name(partial.name + ".files")  # build_stage's files folder
+        if force and ctx.rank == 0:  # a forced rebuild does not continue an interrupted run
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(files, ignore_errors=True)
+        source = _resume_source(wd, files, key, inputs, p)
+        if source is not None and source.is_relative_to(files):
+            log.info(
+                "train-gan: continuing the interrupted run from %s (--force starts over)",
+                source.name,
+            )
+        elif p.resume and source is None:
+            log.info("nothing to resume for %s; training from the start", wd.gan)
+        if source is not None:
+            load_checkpoint(source)  # a corrupt checkpoint fails here, before any folder is made
+        ddp.barrier(ctx)
+        val = pairs.load("val", positive=True, limit=4)
+        if not len(val):
+            val = pairs.load("train", positive=True, limit=4)
+
+        def fit(out: Path | None, on_start: Callable[[Any], None] | None = None) -> Any:
+            return train(
+                cfg,
+                data,
+                val,
+                out,
+                epochs=p.epochs,
+                max_steps=p.max_steps,
+                seed=p.seed,
+                device=ctx.device,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                fast=p.fast,
+                checkpoint_every=p.checkpoint_every,
+                progress=progress,
+                resume_from=source,
+                on_start=on_start,
+            )
+
+        if ctx.rank != 0:
+            step = fit(None)
+            ddp.barrier(ctx)
+            return StageResult(wd.gan, False), step
+        with store.build_stage(
+            wd.gan, stage=NAME, params=key, inputs=inputs, resumable=True, files=wd.gan_files
+        ) as b:
+            out = b.files
+            assert out is not None
+
+            def record(step: Any) -> None:
+                b.group.attrs.update(
+                    {
+                        "config": cfg.to_dict(),
+                        "size": size,
+                        "seed": p.seed,
+                        "world_size": ctx.world_size,
+                        "device": str(ctx.device),
+                        "fast": step.fast,
+                        "amp": step.amp,
+                    }
+                )
+
+            if source is not None and not source.is_relative_to(out):
+                history = source.parent.parent  # a finished run's files: continue its logs
+                shutil.copytree(history, out, dirs_exist_ok=True)
+            step = fit(out, record)
+            latest = GanStore.checkpoint_dir(out) / "latest"
+            b.group.attrs.update(
+                {
+                    "steps": step.step,
+                    "epochs_done": step.epoch,
+                    "train_patches": len(data),
+                    "latest": latest.read_text().strip(),
+                }
+            )
+        ddp.barrier(ctx)
+        meta = store.read_meta(wd.gan) or {}
+        return StageResult(wd.gan, False, meta, outputs=_outputs(wd.gan_files)), step
+    finally:
+        ddp.teardown(ctx)
+
+
+def _outputs(files: Path) -> tuple[Path, ...]:
+    """What people look at: the last sample grid and the loss log."""
+    grids = sorted(GanStore.samples_dir(files).glob("*.png"))
+    return tuple([*grids[-1:], GanStore.losses_csv(files)])
+
+
+def train_gan(
+    work: str | Path,
+    params: TrainGanParams | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> StageResult:
+    """Stage: train the GAN; writes ``train-gan.zarr`` and ``train-gan/`` (cached).
+
+    ``resume`` continues an interrupted run (or a finished one when more epochs are asked);
+    ``max_steps`` caps the total number of steps (a checkpoint is written where it stops).
+    """
+    p = TrainGanParams.build(params, **overrides)
+    result, _ = run_training(Path(work), p, force=force, progress=progress)
+    return result
+
+
+STAGE = Stage(
+    name=NAME,
+    params=TrainGanParams,
+    run=train_gan,
+    help="Train the mode-seeking Pix2Pix GAN on the positive train patches (writes "
+    "train-gan.zarr and train-gan/). Under `torchrun --nproc-per-node N -m wsi_aug train-gan` "
+    "it trains with DistributedDataParallel; rank 0 writes the store.",
+    store="train-gan.zarr",
+    inputs=("extract", "structure"),
+)
