@@ -4,13 +4,14 @@
 # nvidia-smi.txt, gpu_gan.json/.md/.log (benchmarks/gpu_gan.py on the HuBMAP patches: eager fp32,
 # eager bf16 and the CUDA-graph fast path of the full paper model; synthesis at batch 64; a
 # train/resume/synthesize stage check) and cli.log (train-gan + synthesize through the CLI).
+# .gpu-work/ is a work folder of the current layout: extract.zarr + structure.zarr.
 #   bash benchmarks/gpu_check.sh          # GPU_CHECK_TINY=1: the CPU smoke version
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 py=${PYTHON:-python3}
-if [ -d .whl ] && ! "$py" -c "import zarr, shapely, openslide" 2>/dev/null; then
+if [ -d .whl ] && ! "$py" -c "import zarr, shapely, openslide; from pydantic import field_validator" 2>/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 3
   export PYTHONPATH=/tmp/site:$PWD
@@ -22,7 +23,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvi
 tiny=()
 [ -n "${GPU_CHECK_TINY:-}" ] && tiny=(--tiny)
 work=.gpu-work
-[ -d "$work/patches.zarr" ] || work=""   # gpu_gan.py then makes up 256-px patches
+if [ -d "$work/patches.zarr" ] && [ ! -d "$work/extract.zarr" ]; then
+  echo "note: $work has wsi-aug 0.1's layout (patches.zarr); rerun benchmarks/gpu_prepare.sh" \
+    "to remake it as extract.zarr + structure.zarr; using made-up patches instead"
+fi
+[ -d "$work/extract.zarr" ] && [ -d "$work/structure.zarr" ] || work=""  # else made-up patches
 rc=0
 timeout "${GPU_CHECK_TIMEOUT:-330}" "$py" benchmarks/gpu_gan.py ${work:+--work "$work"} "${tiny[@]}" \
   --out "$out/gpu_gan.json" 2>&1 | tee "$out/gpu_gan.log" | grep -v "it/s]$" || true

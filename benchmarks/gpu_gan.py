@@ -34,17 +34,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wsi_aug.conditions import load_train_conditions, make_source  # noqa: E402
+from wsi_aug.conditions import make_source  # noqa: E402
 from wsi_aug.device import resolve_device  # noqa: E402
-from wsi_aug.gan.data import (  # noqa: E402
-    GanDataset,
-    PairSampler,
-    condition_array,
-    load_gan_data,
-    make_batch,
-)
+from wsi_aug.gan.data import GanDataset, PairSampler, condition_array, make_batch  # noqa: E402
 from wsi_aug.gan.models import GanConfig, build_generator, count_parameters  # noqa: E402
-from wsi_aug.gan.train import GanTrainer  # noqa: E402
+from wsi_aug.gan.step import GanStep  # noqa: E402
+from wsi_aug.stages.structure import PairedStores  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -62,7 +57,7 @@ def make_work(size: int, n: int) -> Path:
 
 def draw_batches(work: Path, cfg: GanConfig, steps: int, seed: int) -> list[tuple[Any, Any]]:
     """The batches every run sees, drawn once (augmentation stays out of the timing)."""
-    data = load_gan_data(work)
+    data = PairedStores(work).load("train", positive=True)
     dataset = GanDataset(data, cfg.no_structure)
     sampler = PairSampler(len(data), seed)
     rng = np.random.default_rng(seed)
@@ -86,9 +81,9 @@ def run(
     fast: bool,
     warmup: int,
     seed: int,
-) -> tuple[dict[str, Any], GanTrainer]:
+) -> tuple[dict[str, Any], GanStep]:
     """Train on `batches`; losses per step and it/s over the steps after `warmup`."""
-    trainer = GanTrainer(cfg, device=device, seed=seed, amp=amp, fast=fast)
+    trainer = GanStep(cfg, device=device, seed=seed, amp=amp, fast=fast)
     if device.type == "cuda":
         batches = [(x.pin_memory(), y.pin_memory()) for x, y in batches]
     out = []
@@ -105,7 +100,7 @@ def run(
     return {
         "amp": trainer.amp,
         "fast": trainer.fast,
-        "graph_captured": trainer._graph is not None,
+        "graph_captured": trainer.graph_captured,
         "it_per_s": timed / elapsed if elapsed > 0 else float("nan"),
         "losses": losses.tolist(),
     }, trainer
@@ -123,11 +118,11 @@ def trend(losses: np.ndarray) -> dict[str, float]:
 
 
 def synthesis_speed(
-    trainer: GanTrainer, work: Path, device: torch.device, batch: int, batches: int
+    trainer: GanStep, work: Path, device: torch.device, batch: int, batches: int
 ) -> dict[str, float]:
     """Images/s of the generator at `batch` (eval, bf16 on CUDA), alone and with conditions."""
-    masks, maps, rows = load_train_conditions(work)
-    source = make_source("augment", masks, maps, rows, 0)
+    train = PairedStores(work).load("train", positive=True)
+    source = make_source("augment", train.masks, train.maps, train.rows, 0)
     g = trainer.G.eval()
     conds = source.batch(0, batch, device=device)
     x = torch.from_numpy(condition_array(conds.masks, conds.structure, trainer.cfg.no_structure))
@@ -163,44 +158,29 @@ def stage_check(work: Path, device: torch.device) -> dict[str, Any]:
     """
     import shutil
 
-    from wsi_aug.gan.checkpoints import latest_checkpoint, load_checkpoint
-    from wsi_aug.gan.train import _train
-    from wsi_aug.synthesize import synthesize
+    from wsi_aug.gan.checkpoints import load_checkpoint
+    from wsi_aug.stages.synthesize import SyntheticStore, synthesize
+    from wsi_aug.stages.train_gan import GanStore, TrainGanParams, run_training
+    from wsi_aug.store import WorkDir
 
-    copy = Path(tempfile.mkdtemp(prefix="gpu-gan-stage-")) / "w"
-    shutil.copytree(Path(work) / "patches.zarr", copy / "patches.zarr")
-    shutil.copytree(Path(work) / "structure.zarr", copy / "structure.zarr")
-    opts = dict(
-        epochs=2,
-        pairs_per_step=1,
-        lr=2e-4,
-        betas=(0.5, 0.999),
-        l1_weight=10.0,
-        ms_weight=10.0,
-        d_conditional=False,
-        no_structure=False,
-        disc="paper",
-        ngf=8,
-        ndf=8,
-        seed=0,
-        device=str(device),
-        checkpoint_every=1,
-        fast=None,
-        force=False,
-        progress=False,
+    src, wd = WorkDir(Path(work)), WorkDir(Path(tempfile.mkdtemp(prefix="gpu-gan-stage-")) / "w")
+    copy = wd.root
+    shutil.copytree(src.patches, wd.patches)
+    shutil.copytree(src.structure, wd.structure)
+    params = TrainGanParams(
+        epochs=2, ngf=8, ndf=8, seed=0, device=str(device), checkpoint_every=1, fast=None
     )
     t0 = time.perf_counter()
-    _, first = _train(copy, resume=False, max_steps=6, **opts)
-    _, second = _train(copy, resume=True, max_steps=12, **opts)
-    ck = load_checkpoint(latest_checkpoint(copy / "gan.zarr" / "checkpoints"))
-    result = synthesize(copy, n=64, device=str(device), progress=False)
-    import zarr
-
-    images = zarr.open_group(result.path, mode="r")["images"][:]
+    _, first = run_training(copy, TrainGanParams.build(params, max_steps=6), progress=False)
+    resumed = TrainGanParams.build(params, max_steps=12, resume=True)
+    _, second = run_training(copy, resumed, progress=False)
+    ck = load_checkpoint(GanStore.open(copy).latest())
+    synthesize(copy, n=64, device=str(device), progress=False)
+    images = SyntheticStore.open(copy).images[:]
     out = {
         "seconds": time.perf_counter() - t0,
         "fast": bool(first and first.fast),
-        "graph_captured": bool(second and second._graph is not None),
+        "graph_captured": bool(second and second.graph_captured),
         "resumed_step": ck.step,
         "synth_images": int(images.shape[0]),
         "synth_std": float(images.std()),
@@ -215,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "--work",
         type=Path,
         default=None,
-        help="work folder with patches.zarr + structure.zarr (default: made-up data)",
+        help="work folder with extract.zarr + structure.zarr (default: made-up data)",
     )
     ap.add_argument("--steps", type=int, default=None, help="steps per run (200; tiny: 30)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (20; tiny: 5)")
@@ -240,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (5 if tiny else 20)
     synth_batches = args.synth_batches or (2 if tiny else 20)
     work = args.work or make_work(64 if tiny else 256, 40)
-    size = int(load_gan_data(work, limit=1).size)
+    size = PairedStores(work).patches.size
     cfg = GanConfig(size=size, ngf=8 if tiny else 64, ndf=8 if tiny else 64)
     cuda = device.type == "cuda"
     card = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
@@ -286,8 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         checks["fast_matches_eager_bf16_first_steps"] = diff < 0.05
         checks["fast_graph_captured"] = bool(runs["fast"]["graph_captured"])
     synth = synthesis_speed(fast_trainer, work, device, args.synth_batch, synth_batches)
-    stages = stage_check(work, device) if not args.no_stage_check else {}
-    if stages:
+    stages: dict[str, Any] = {}
+    if not args.no_stage_check:
+        try:
+            stages = stage_check(work, device)
+        except Exception as exc:  # the training figures above still get reported
+            stages = {"error": f"{type(exc).__name__}: {exc}"}
+    if "error" in stages:
+        print(f"stages: FAILED {stages['error']}", flush=True)
+        checks["stages_ran"] = False
+    elif stages:
         print(f"stages: {stages}", flush=True)
         checks["stages_resume_to_step_12"] = stages["resumed_step"] == 12
         checks["stages_synthesized_64"] = stages["synth_images"] == 64 and stages["synth_std"] > 0

@@ -77,24 +77,27 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from wsi_aug.eval_gan import eval_gan
-    from wsi_aug.eval_seg import eval_seg
-    from wsi_aug.extract import ExtractParams, extract
-    from wsi_aug.gan.train import train_gan
-    from wsi_aug.structure import build_structure
-    from wsi_aug.synthesize import synthesize
+    from wsi_aug.stages.eval_gan import eval_gan
+    from wsi_aug.stages.eval_seg import eval_seg
+    from wsi_aug.stages.extract import extract
+    from wsi_aug.stages.structure import structure
+    from wsi_aug.stages.synthesize import synthesize
+    from wsi_aug.stages.train_gan import train_gan
 
     manifest = write_manifest(
         args.data, args.work / "manifest.csv", within_hubmap=args.within_hubmap, seed=0
     )
     res = extract(
-        [],
         args.work,
         manifest=manifest,
-        params=ExtractParams(size=args.size, mpp=args.mpp, negatives=2, mask_channel=0, seed=0),
+        size=args.size,
+        mpp=args.mpp,
+        negatives=2,
+        mask_channel=0,
+        seed=0,
     )
     print("\n".join(res.summary.lines()[-5:]))
-    build_structure(args.work, min_size=4)
+    structure(args.work, min_size=4)
     train_gan(
         args.work,
         epochs=args.gan_epochs,
@@ -116,7 +119,7 @@ def main() -> None:
             width=args.unet_width,
             device=args.device,
         )
-        print(f"\nreal fraction {f}:\n{Path(r.markdown).read_text()}")
+        print(f"\nreal fraction {f}:\n{r.markdown.read_text()}")
     g = eval_gan(
         args.work,
         unet_epochs=args.unet_epochs,
@@ -124,7 +127,7 @@ def main() -> None:
         unet_samples_per_epoch=args.samples_per_epoch,
         device=args.device,
     )
-    print(f"\neval-gan:\n{Path(g.markdown).read_text()}")
+    print(f"\neval-gan:\n{g.markdown.read_text()}")
 
 
 if __name__ == "__main__":
