@@ -202,8 +202,8 @@ def test_select_error_lists_classes(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError) as exc:
         aset.select(["glomerulus"])
     msg = str(exc.value)
-    assert msg == (
-        "foo.geojson: no object of class 'glomerulus'; classes found: Tubule (3), "
+    assert msg == (  # the file as the user gave it (here a full path), not its name alone
+        f"{tmp_path / 'foo.geojson'}: no object of class 'glomerulus'; classes found: Tubule (3), "
         "Glomeruli (1); choose with --label"
     )
     assert "\n" not in msg
@@ -231,11 +231,11 @@ def test_unparseable_and_unknown_files(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError) as exc:
         read_annotations(bad)
     msg = str(exc.value)
-    assert msg.startswith("foo.xml: not valid XML (line 3): mismatched tag")
+    assert msg.startswith(f"{bad}: not valid XML (line 3): mismatched tag")
     assert "export it again" in msg and "\n" not in msg
 
     badjson = _write(tmp_path / "foo.geojson", '{"type": "FeatureCollection",\n "features": [}')
-    with pytest.raises(AnnotationError, match=r"^foo\.geojson: not valid JSON \(line 2\)"):
+    with pytest.raises(AnnotationError, match=r"/foo\.geojson: not valid JSON \(line 2\)"):
         read_annotations(badjson)
     with pytest.raises(AnnotationError, match=r"foo\.json: not GeoJSON"):
         read_annotations(_write(tmp_path / "foo.json", {"hello": 1}))
@@ -555,7 +555,8 @@ def test_unknown_class_error_keeps_its_parts(tmp_path: Path) -> None:
     assert (err.source.name, err.asked, err.classes) == ("t.geojson", ("glomerulus", "glomeruli"),
                                                           {"Tubule": 2})  # fmt: skip
     assert str(err) == (
-        "t.geojson: no object of class 'glomerulus' or 'glomeruli'; classes found: Tubule (2); "
+        f"{tmp_path / 't.geojson'}: no object of class 'glomerulus' or 'glomeruli'; "
+        "classes found: Tubule (2); "
         "choose with --label"
     )
     again = pickle.loads(pickle.dumps(err))
@@ -654,6 +655,31 @@ def test_rasterising_a_window_costs_about_the_same_with_8000_objects() -> None:
         return best / len(boxes)
 
     few, many = per_window(20), per_window(8000)
-    assert many <= 3 * few, (
+    # timings on a shared 2-core machine are noisy: a loose bound here, the exact one below
+    assert many <= 5 * few, (
         f"{many * 1e3:.2f} ms a window with 8000 objects, {few * 1e3:.2f} with 20"
     )
+
+
+def test_rasterising_a_window_visits_only_the_objects_near_it() -> None:
+    """The cost's cause, counted instead of timed: a window visits the objects meeting it only."""
+    import shapely
+
+    from wsi_aug.annotations.index import ObjectIndex
+
+    for n in (20, 8000):
+        extent = 100.0 * np.sqrt(n)
+        geoms = _blobs(n, extent, seed=n)
+        index = ObjectIndex(geoms)
+        visited: list[int] = []
+        real = index._object_rings
+        index._object_rings = lambda i, real=real, seen=visited: (seen.append(i), real(i))[1]
+        rng = np.random.default_rng(3)
+        for x, y in rng.uniform(0, extent - 256, (20, 2)):
+            visited.clear()
+            index.rasterize((x, y, 256.0, 256.0), 128)
+            window = shapely.box(x, y, x + 256, y + 256)
+            meeting = sum(1 for g in geoms if g.intersects(window))
+            assert len(visited) == meeting, (n, len(visited), meeting)
+            # the exact test runs on bounding-box candidates only, not on every object
+            assert len(index._tree.query(window)) <= 2 * meeting + 10

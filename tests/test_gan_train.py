@@ -108,7 +108,10 @@ def test_resume_gives_the_identical_next_step(tiny_work: WorkDir, tmp_path: Path
 
 
 def test_interrupted_training_resumes_exactly(
-    tiny_work: WorkDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_work: WorkDir,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     straight = copy_work(tiny_work, tmp_path / "straight")
     train_gan(straight.root, epochs=2, **TINY)
@@ -133,7 +136,9 @@ def test_interrupted_training_resumes_exactly(
     files = Path(f"{partials[0]}.files")  # the unfinished run's checkpoints, beside its store
     assert len(partials) == 1 and (files / "checkpoints" / "epoch-0001.safetensors").is_file()
 
-    train_gan(wd.root, epochs=2, resume=True, **TINY)
+    with caplog.at_level(logging.INFO, logger="wsi_aug"):
+        train_gan(wd.root, epochs=2, **TINY)  # the same command again continues, no --resume
+    assert "continuing the interrupted run from epoch-0001" in caplog.text
     resumed = load_checkpoint(latest_checkpoint(wd.gan_files / "checkpoints"))
     assert resumed.step == reference.step == 8
     for name, value in reference.generator.items():

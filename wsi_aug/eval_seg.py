@@ -110,11 +110,25 @@ def _mean_std(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
 
 
-def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The results table: metric mean ± std over seeds (the mean alone for one seed)."""
-    header = ["synthetic ratio", "real", "synthetic", "seeds", *(METRIC_TITLES[m] for m in METRICS)]
+def summary_markdown(
+    rows: Sequence[Mapping[str, Any]], settings: Sequence[str] = ()
+) -> str:
+    """The results table: metric mean ± std over seeds (the mean alone for one seed).
+
+    `settings` are extra leading columns (keys of the rows), for a table of configurations that
+    differ in more than the ratio.
+    """
+    header = [
+        *settings,
+        "synthetic ratio",
+        "real",
+        "synthetic",
+        "seeds",
+        *(METRIC_TITLES[m] for m in METRICS),
+    ]
     body = [
         [
+            *(_fmt(r[k]) for k in settings),
             f"{r['synthetic_ratio']:g}",
             r["n_real"],
             r["n_synthetic"],
@@ -124,6 +138,30 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         for r in rows
     ]
     return markdown_table(header, body)
+
+
+def all_configurations(
+    entries: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Summary rows of several configurations, each with the settings that differ among them.
+
+    `entries` are (configuration parameters, per-seed rows). Returns the rows (sorted by those
+    settings, then the ratio) and the names of the differing settings (the table's first columns).
+    """
+    keys = sorted({k for params, _ in entries for k in params} - {"synthetic_ratio"})
+
+    def value(params: Mapping[str, Any], k: str) -> Any:
+        v = params.get(k)
+        return ",".join(map(str, v)) if isinstance(v, list) else v
+
+    varying = [k for k in keys if len({repr(value(p, k)) for p, _ in entries}) > 1]
+    rows = []
+    for params, per_seed in entries:
+        row = {k: value(params, k) for k in varying}
+        row.update(summary_row(float(params["synthetic_ratio"]), per_seed))
+        rows.append(row)
+    rows.sort(key=lambda r: (*(repr(r[k]) for k in varying), r["synthetic_ratio"]))
+    return rows, varying
 
 
 def plot_metrics(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
+FRAME = "#808080"  # the grey frame drawn around every image of a grid
+
+
 def _as_rgb(img: np.ndarray) -> np.ndarray:
     """uint8 RGB from an RGB image, a {0,1} or {0,255} mask, or a float image in [0, 1]."""
     a = np.asarray(img)
@@ -31,7 +34,8 @@ def save_grid(
 ) -> Path:
     """Save a grid of images (rows of equal length) as a PNG with optional titles.
 
-    Masks ({0, 1} uint8) and float images are shown as grey; RGB uint8 as is.
+    Masks ({0, 1} uint8) and float images are shown as grey; RGB uint8 as is. Each image gets a
+    thin grey frame, so that white (a slide's edge padding, an empty mask) keeps its outline.
     """
     import matplotlib
 
@@ -53,8 +57,10 @@ def save_grid(
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            for spine in ax.spines.values():  # a grey frame: white padding and empty maps
+                spine.set_visible(j < len(row))  # do not blend into the white page
+                spine.set_edgecolor(FRAME)
+                spine.set_linewidth(0.8)
             if j < len(row):
                 ax.imshow(_as_rgb(row[j]), interpolation="nearest")
             if i == 0 and column_titles and j < len(column_titles):

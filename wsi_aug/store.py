@@ -143,12 +143,55 @@ def cached_result(
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see the old content or the new, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.name}.tmp-{_owner()}")
     with tmp.open("wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _owner() -> str:
+    """``PID-RANDOM``: names a temporary by the process that owns it, so others can tell stale."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def stale_temporaries(final: Path) -> list[Path]:
+    """Hidden ``.NAME.tmp-PID-*`` / ``.NAME.old-PID-*`` leftovers of `final` whose process is gone.
+
+    A stage killed mid-write leaves these behind; ones a live process owns are in use, and names
+    without a PID (older versions) count as stale.
+    """
+    out = []
+    for kind in ("tmp", "old"):
+        for p in final.parent.glob(f".{final.name}.{kind}-*"):
+            owner = p.name.split(f".{kind}-", 1)[1].split("-", 1)[0]
+            if not (owner.isdigit() and _alive(int(owner))):
+                out.append(p)
+    return sorted(out)
+
+
+def remove_stale(final: Path) -> list[Path]:
+    """Remove `final`'s stale temporaries (see `stale_temporaries`); returns what went."""
+    gone = stale_temporaries(final)
+    for p in gone:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if gone:
+        log.info("%s: removed %d leftover(s) of an interrupted run", final, len(gone))
+    return gone
 
 
 def partial_path(path: str | os.PathLike[str], key: str) -> Path:
@@ -199,7 +242,8 @@ def build_stage(
         tmp = partial_path(final, key)
         mode: Literal["a", "w"] = "a" if (tmp / "zarr.json").is_file() else "w"
     else:
-        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        remove_stale(final)
+        tmp = final.parent / f".{final.name}.tmp-{_owner()}"
         mode = "w"
     files_final = Path(files) if files is not None else None
     files_tmp = _files_tmp(final, tmp) if files_final is not None else None
@@ -240,7 +284,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
     """Move folder `src` to `dst`, replacing what was there (never a mix of both)."""
     old = None
     if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+        old = dst.parent / f".{dst.name}.old-{_owner()}"
         os.replace(dst, old)
     os.replace(src, dst)
     if old is not None:
@@ -498,7 +542,20 @@ def describe_work(root: str | os.PathLike[str]) -> str:
         if not q.name.endswith(".files")
     )
     if partial:
-        lines.append(f"  interrupted runs: {', '.join(partial)}")
+        lines.append(
+            "  interrupted runs (rerun the stage with the same options to continue; --force "
+            f"starts over): {', '.join(partial)}"
+        )
+    leftovers = sorted(
+        q.relative_to(base).as_posix()
+        for kind in ("tmp", "old")
+        for q in base.rglob(f".*.{kind}-*")
+        if q in stale_temporaries(q.parent / q.name[1:].split(f".{kind}-", 1)[0])
+    )
+    if leftovers:
+        lines.append(
+            f"  leftovers of killed runs (removed by that stage's next run): {', '.join(leftovers)}"
+        )
     if len(lines) == 1:
         lines.append("  no stage store yet; start with `wsi-aug extract SLIDES`")
     return "\n".join(lines)

@@ -168,7 +168,7 @@ def _features(data: Any, path: Path) -> list[dict[str, Any]]:
         items = [data]
     else:
         raise AnnotationError(
-            f"{path.name}: not GeoJSON (no FeatureCollection, Feature or geometry); "
+            f"{path}: not GeoJSON (no FeatureCollection, Feature or geometry); "
             "export it again from QuPath (File > Export objects as GeoJSON)"
         )
     out: list[dict[str, Any]] = []

@@ -56,7 +56,7 @@ def parse_labelme(data: Any, path: Path) -> AnnotationSet:
     path = Path(path)
     if not is_labelme(data):
         raise AnnotationError(
-            f"{path.name}: not a LabelMe file (no 'shapes' list); save it again from LabelMe"
+            f"{path}: not a LabelMe file (no 'shapes' list); save it again from LabelMe"
         )
     report = AnnotationReport()
     annotations: list[Annotation] = []

@@ -39,7 +39,7 @@ def load_mask_image(path: Path) -> np.ndarray:
             return pixels
     except Exception as exc:  # any decoder failure is a bad file, reported in one line
         raise AnnotationError(
-            f"{path.name}: not a readable mask image ({exc.__class__.__name__}: {exc}); "
+            f"{path}: not a readable mask image ({exc.__class__.__name__}: {exc}); "
             "save the mask again as PNG or TIFF"
         ) from exc
 

@@ -103,7 +103,7 @@ class UnknownClassError(AnnotationError):
         self.asked = tuple(asked)
         self.classes = dict(classes)
         super().__init__(
-            f"{self.source.name}: no object of class {asked_text(self.asked)}; classes found: "
+            f"{self.source}: no object of class {asked_text(self.asked)}; classes found: "
             f"{_count_text(self.classes)}; choose with --label"
         )
 
@@ -152,7 +152,7 @@ class AnnotationSet:
         if self.annotations:
             raise UnknownClassError(self.source, labels, self.classes())
         raise AnnotationError(
-            f"{self.source.name}: no object of class {asked_text(labels)}; {self._empty_text()}"
+            f"{self.source}: no object of class {asked_text(labels)}; {self._empty_text()}"
         )
 
     def _empty_text(self) -> str:

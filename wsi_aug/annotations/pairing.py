@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,8 @@ SLIDE_SUFFIXES: frozenset[str] = frozenset(
 SHAPE_SUFFIXES = (".geojson", ".json", ".xml")
 MASK_MARKS = ("_mask", ".mask", "-mask")
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,6 +88,9 @@ def find_slides(
             found.add(p)
         elif p.is_dir():
             for f in p.rglob("*") if recursive else p.iterdir():
+                if f.is_symlink() and not f.exists():
+                    log.warning("%s: a broken link (to %s); skipped", f, os.readlink(f))
+                    continue
                 if (
                     f.is_file()
                     and not f.name.startswith(".")
@@ -172,7 +179,7 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
     text = path.read_text(encoding="utf-8-sig")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
-        raise AnnotationError(f"{path.name}: empty manifest; add a header line 'slide,annotation'")
+        raise AnnotationError(f"{path}: empty manifest; add a header line 'slide,annotation'")
     header = lines[0]
     delim = max(",;\t", key=header.count) if any(c in header for c in ",;\t") else ","
     rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delim))
@@ -180,7 +187,7 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
     for required in ("slide", "annotation"):
         if required not in columns:
             raise AnnotationError(
-                f"{path.name}: no '{required}' column (header: {','.join(columns)}); the header "
+                f"{path}: no '{required}' column (header: {','.join(columns)}); the header "
                 "must name slide,annotation and optionally patient,split"
             )
     col = {
@@ -193,7 +200,7 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
     seen: dict[Path, int] = {}
     for n, row in enumerate(rows[1:], start=2):
         cells = {k: (row[i].strip() if i < len(row) else "") for k, i in col.items()}
-        where = f"{path.name} row {n}"
+        where = f"{path} row {n}"
         if not cells["slide"]:
             raise AnnotationError(f"{where}: the slide cell is empty; fill it or delete the row")
         slide = _resolve(base, cells["slide"])

@@ -54,12 +54,12 @@ def load_json(path: Path) -> Any:
         return json.loads(_existing(path).read_bytes())
     except json.JSONDecodeError as exc:
         raise AnnotationError(
-            f"{path.name}: not valid JSON (line {exc.lineno}): {exc.msg}; "
+            f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}; "
             "export it again from QuPath or LabelMe"
         ) from exc
     except UnicodeDecodeError as exc:
         raise AnnotationError(
-            f"{path.name}: not valid JSON (not UTF-8 text); export it again from QuPath or LabelMe"
+            f"{path}: not valid JSON (not UTF-8 text); export it again from QuPath or LabelMe"
         ) from exc
 
 
@@ -71,7 +71,7 @@ def load_xml(path: Path) -> ET.Element:
         line = exc.position[0] if getattr(exc, "position", None) else "?"
         msg = re.sub(r":\s*line \d+, column \d+$", "", str(exc))
         raise AnnotationError(
-            f"{path.name}: not valid XML (line {line}): {msg}; "
+            f"{path}: not valid XML (line {line}): {msg}; "
             "export it again from ASAP or ImageScope"
         ) from exc
 
@@ -89,7 +89,7 @@ def _from_xml(root: ET.Element, path: Path) -> AnnotationSet:
     if tag == "Annotations":
         return parse_imagescope(root, path)
     raise AnnotationError(
-        f"{path.name}: XML root <{tag}> is neither ASAP (<ASAP_Annotations>) nor ImageScope "
+        f"{path}: XML root <{tag}> is neither ASAP (<ASAP_Annotations>) nor ImageScope "
         f"(<Annotations>); {_KNOWN}"
     )
 
@@ -136,7 +136,7 @@ def read_annotations(
         key = _ALIASES.get(fmt.strip().lower(), fmt.strip().lower())
         if key not in FORMATS:
             raise AnnotationError(
-                f"{path.name}: unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}"
+                f"{path}: unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}"
             )
     else:
         suffix = path.suffix.lower()
@@ -149,7 +149,7 @@ def read_annotations(
         else:
             key = _sniff(path) or ""
             if not key:
-                raise AnnotationError(f"{path.name}: unknown annotation format; {_KNOWN}")
+                raise AnnotationError(f"{path}: unknown annotation format; {_KNOWN}")
     if key == "mask":
         return read_mask(
             path,

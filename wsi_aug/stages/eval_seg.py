@@ -89,6 +89,7 @@ class EvalSegResult:
     markdown: Path
     plot: Path
     stores: list[StageResult]
+    all_markdown: Path | None = None  # every cached configuration, this call's and earlier ones
 
     @property
     def cached(self) -> bool:
@@ -101,7 +102,8 @@ class EvalSegResult:
 
     @property
     def outputs(self) -> tuple[Path, ...]:
-        return (self.markdown, self.plot)
+        extra = (self.all_markdown,) if self.all_markdown is not None else ()
+        return (self.markdown, self.plot, *extra)
 
     @property
     def text(self) -> str:
@@ -267,6 +269,7 @@ def eval_seg(
     )
     out = write_outputs(folder, rows, title)
     write_csv(per_seed_all, folder / "results_per_seed.csv")
+    everything = write_all_configurations(folder)
     return EvalSegResult(
         rows=rows,
         per_seed=per_seed_all,
@@ -275,7 +278,33 @@ def eval_seg(
         markdown=out["markdown"],
         plot=out["plot"],
         stores=results,
+        all_markdown=everything,
     )
+
+
+def write_all_configurations(folder: Path) -> Path:
+    """``all.csv`` and ``all.md``: every complete configuration cached in ``configs/``.
+
+    ``results.*`` show the last call's configurations; a sweep run in several calls (other
+    ratios, another real fraction) finds all of its rows here, each with the settings that set
+    it apart.
+    """
+    from wsi_aug import store
+    from wsi_aug.eval_seg import all_configurations, summary_markdown, write_csv
+
+    entries = []
+    for path in sorted((folder / "configs").glob("*.zarr")):
+        meta = store.read_meta(path)
+        if meta and meta.get("complete") and meta.get("stage") == NAME:
+            entries.append((dict(meta.get("params") or {}), read_per_seed(path)))
+    rows, varying = all_configurations(entries)
+    write_csv(rows, folder / "all.csv")
+    md = folder / "all.md"
+    md.write_text(
+        f"eval-seg: every cached configuration ({len(rows)}), by "
+        f"{', '.join(varying) or 'synthetic ratio'}\n\n" + summary_markdown(rows, varying)
+    )
+    return md
 
 
 STAGE = Stage(

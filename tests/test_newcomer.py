@@ -1,0 +1,102 @@
+"""What a newcomer trips on: leftovers of killed runs, fallbacks, summaries that accumulate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_eval_seg import copy_work, make_fake_synthetic
+from wsi_aug.stages.structure import structure
+from wsi_aug.store import WorkDir, describe_work, stale_temporaries
+
+
+def test_stale_temporaries_are_removed_by_the_next_run(tiny_work: WorkDir, tmp_path: Path) -> None:
+    work = WorkDir(tmp_path / "w")
+    work.root.mkdir()
+    shutil.copytree(tiny_work.patches, work.patches)
+    dead = work.root / ".structure.zarr.tmp-999999999-deadbeef"  # no such process
+    legacy = work.root / ".structure.zarr.tmp-1a2b3c4d"  # older versions: no PID
+    live = work.root / f".structure.zarr.tmp-{os.getpid()}-cafecafe"  # this process: in use
+    for p in (dead, legacy, live):
+        (p / "maps").mkdir(parents=True)
+    assert stale_temporaries(work.structure) == sorted([dead, legacy])
+    info = describe_work(work.root)
+    assert "leftovers of killed runs" in info and dead.name in info and live.name not in info
+    structure(work.root, progress=False)
+    assert not dead.exists() and not legacy.exists()
+    assert live.exists()  # owned by a live process: never touched
+
+
+def test_latest_checkpoint_falls_back_to_the_newest(tmp_path: Path) -> None:
+    from wsi_aug.gan.checkpoints import latest_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert latest_checkpoint(folder) is None
+    for i, name in enumerate(("epoch-0001", "epoch-0002", "step-00000007")):
+        p = folder / f"{name}.safetensors"
+        p.write_bytes(b"x")
+        os.utime(p, ns=(10**18 + i, 10**18 + i))
+    assert latest_checkpoint(folder) == folder / "step-00000007.safetensors"
+    (folder / "latest").write_text("epoch-0002.safetensors")
+    assert latest_checkpoint(folder) == folder / "epoch-0002.safetensors"
+    (folder / "latest").write_text("gone.safetensors")  # names a deleted file
+    assert latest_checkpoint(folder) == folder / "step-00000007.safetensors"
+
+
+@pytest.fixture(scope="module")
+def seg_work2(tiny_work: WorkDir, tmp_path_factory: pytest.TempPathFactory) -> WorkDir:
+    work = copy_work(tiny_work, tmp_path_factory.mktemp("eval-seg-all") / "work")
+    make_fake_synthetic(work)
+    return work
+
+
+def test_eval_seg_summary_keeps_every_cached_configuration(seg_work2: WorkDir) -> None:
+    from wsi_aug.stages.eval_seg import eval_seg
+
+    tiny = {"epochs": 1, "width": 1 / 16, "device": "cpu", "progress": False, "seeds": 1}
+    eval_seg(seg_work2.root, synthetic_ratios=[0.0, 1.0], real_fraction=1.0, **tiny)
+    second = eval_seg(seg_work2.root, synthetic_ratios=[0.0], real_fraction=0.5, **tiny)
+    assert len(second.rows) == 1  # results.md: this call's configurations
+    assert second.all_markdown is not None
+    text = second.all_markdown.read_text()
+    assert "every cached configuration (3), by real_fraction" in text
+    body = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [line.split("|")[1].strip() for line in body] == ["0.5", "1", "1"]
+    assert "±" not in text  # one seed: no spread to show
+    assert (seg_work2.eval_seg / "all.csv").read_text().startswith("real_fraction,")
+
+
+def test_broken_links_in_a_slide_folder_are_reported(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from wsi_aug.annotations.pairing import find_slides
+
+    (tmp_path / "a.tif").write_bytes(b"x")
+    (tmp_path / "b.svs").symlink_to(tmp_path / "gone.svs")
+    with caplog.at_level(logging.WARNING, logger="wsi_aug"):
+        found = find_slides([tmp_path])
+    assert found == [tmp_path / "a.tif"]
+    assert "b.svs: a broken link" in caplog.text and "gone.svs" in caplog.text
+
+
+def test_grid_images_have_a_frame(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from wsi_aug.figures import save_grid
+
+    white = np.full((32, 32, 3), 255, np.uint8)  # like a patch of white edge padding
+    rgb = np.asarray(Image.open(save_grid([[white]], tmp_path / "g.png")).convert("RGB"))
+    grey = (np.abs(rgb.astype(int) - 128) < 24).all(-1)
+    assert grey.any(axis=0).sum() > 20 and grey.any(axis=1).sum() > 20  # a frame on both axes
+
+
+def test_info_says_how_to_continue_an_interrupted_run(tmp_path: Path) -> None:
+    (tmp_path / ".extract.zarr.partial-0123456789ab").mkdir()
+    info = describe_work(tmp_path)
+    assert "rerun the stage with the same options to continue" in info
+    assert "--resume" not in info
