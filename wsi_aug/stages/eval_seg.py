@@ -129,6 +129,91 @@ def read_per_seed(path: Path) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
+def _check(patches: Any, splits: Mapping[str, Any], p: EvalSegParams) -> None:
+    """The patch store can be scored and trained on as asked, or a one-line error."""
+    from wsi_aug.errors import WsiAugError
+    from wsi_aug.seg.unet import output_size
+
+    if len(splits["test"]) == 0:
+        raise WsiAugError(
+            f"{patches.path}: no patches in the test split; re-run `wsi-aug extract` with "
+            "--split so that some slides go to the test set"
+        )
+    if output_size(patches.size, 5, p.padding) <= 0:
+        raise WsiAugError(
+            f"{patches.path}: {patches.size}-px patches are too small for the valid-padding "
+            "U-Net (it needs at least 188 px); use --padding same"
+        )
+    if len(splits["train"]) == 0 and min(p.synthetic_ratios) < 1.0:
+        raise WsiAugError(
+            f"{patches.path}: no patches in the train split; re-run `wsi-aug extract` with "
+            "--split so that some slides go to the training set"
+        )
+
+
+def config_params(p: EvalSegParams, ratio: float) -> dict[str, Any]:
+    """What defines one configuration (its cache key): the ratio and the shared settings."""
+    d = p.key_dict()
+    return {
+        "synthetic_ratio": float(ratio),
+        "real_fraction": p.real_fraction,
+        "seeds": list(range(p.seed, p.seed + p.seeds)),
+        **{k: d[k] for k in ("epochs", "samples_per_epoch", "batch_size", "lr", "width")},
+        "depth": 5,
+        **{k: d[k] for k in ("batch_norm", "padding", "augment", "min_object_area")},
+    }
+
+
+def _train_config(
+    path: Path,
+    cfg: dict[str, Any],
+    inputs: dict[str, str],
+    data: Any,
+    p: EvalSegParams,
+    min_area_px: Any,
+    device: Any,
+    progress: bool,
+) -> None:
+    """Train and score one configuration's seeds into its (resumable) store."""
+    import json
+
+    from wsi_aug import store
+    from wsi_aug.eval_seg import run_seed, summary_row, write_csv, write_outputs
+
+    ratio = cfg["synthetic_ratio"]
+    train_kwargs = {
+        **{k: cfg[k] for k in ("epochs", "batch_size", "lr", "width", "batch_norm", "padding")},
+        "augment": cfg["augment"],
+        "device": device,
+    }
+    with store.build_stage(
+        path, stage=NAME, params=cfg, inputs=inputs, resumable=True, files=path.with_suffix("")
+    ) as b:
+        g = b.group
+        done = json.loads(str(g.attrs.get("seed_rows", "{}")))  # resumes an interrupted run
+        for s in cfg["seeds"]:
+            if str(s) not in done:
+                done[str(s)] = run_seed(
+                    data,
+                    ratio=ratio,
+                    seed=s,
+                    real_fraction=p.real_fraction,
+                    samples_per_epoch=p.samples_per_epoch,
+                    min_area_px=min_area_px,
+                    train_kwargs=train_kwargs,
+                    progress=progress,
+                )
+                g.attrs["seed_rows"] = json.dumps(done)
+        per_seed = [done[str(s)] for s in cfg["seeds"]]
+        store.write_table(g, _PER_SEED, {k: [r[k] for r in per_seed] for k in per_seed[0]})
+        summary = summary_row(ratio, per_seed)
+        g.attrs["summary"] = json.dumps(summary)  # JSON text: NaN-safe
+        g.attrs["device"] = str(device)
+        assert b.files is not None
+        write_outputs(b.files, [summary], f"eval-seg, synthetic ratio {ratio:g}")
+        write_csv(per_seed, b.files / "per_seed.csv")
+
+
 def eval_seg(
     work: str | Path,
     params: EvalSegParams | None = None,
@@ -144,21 +229,16 @@ def eval_seg(
     object precision/recall/F1 on the real test split) and writes it to ``WORK/eval-seg/``.
     Configurations already computed come from the cache.
     """
-    import json
-
     from wsi_aug import store
     from wsi_aug.device import resolve_device
-    from wsi_aug.errors import WsiAugError
     from wsi_aug.eval_seg import (
         SegData,
         min_area_pixels,
-        run_seed,
         summary_markdown,
         summary_row,
         write_csv,
         write_outputs,
     )
-    from wsi_aug.seg.unet import output_size
     from wsi_aug.stages.extract import PatchStore
     from wsi_aug.stages.synthesize import SyntheticStore
 
@@ -167,109 +247,34 @@ def eval_seg(
     wd.check_layout(force)
     patches = PatchStore.open(work)
     splits = {s: patches.select(s) for s in ("train", "val", "test")}
-    if len(splits["test"]) == 0:
-        raise WsiAugError(
-            f"{patches.path}: no patches in the test split; re-run `wsi-aug extract` with "
-            "--split so that some slides go to the test set"
-        )
-    size = patches.size
+    _check(patches, splits, p)
     min_area_px = min_area_pixels(p.min_object_area, patches.table.mpp[splits["test"]])
-    if output_size(size, 5, p.padding) <= 0:
-        raise WsiAugError(
-            f"{patches.path}: {size}-px patches are too small for the valid-padding U-Net "
-            "(it needs at least 188 px); use --padding same"
-        )
-    ratios = list(p.synthetic_ratios)
-    if len(splits["train"]) == 0 and min(ratios) < 1.0:
-        raise WsiAugError(
-            f"{patches.path}: no patches in the train split; re-run `wsi-aug extract` with "
-            "--split so that some slides go to the training set"
-        )
-    inputs_real = {"patches": patches.fingerprint()}
-    synth: SyntheticStore | None = None
-    inputs_synth: dict[str, str] = {}
-    if max(ratios) > 0:
-        synth = SyntheticStore.open(work)
-        inputs_synth = {"synthetic": synth.fingerprint()}
-    dev = resolve_device(p.device)
-    seed_list = list(range(p.seed, p.seed + p.seeds))
-    shared = {
-        "real_fraction": p.real_fraction,
-        "seeds": seed_list,
-        "epochs": p.epochs,
-        "samples_per_epoch": p.samples_per_epoch,
-        "batch_size": p.batch_size,
-        "lr": p.lr,
-        "width": p.width,
-        "depth": 5,
-        "batch_norm": p.batch_norm,
-        "padding": p.padding,
-        "augment": p.augment,
-        "min_object_area": p.min_object_area,
-    }
-    train_kwargs = {
-        "epochs": p.epochs,
-        "batch_size": p.batch_size,
-        "lr": p.lr,
-        "width": p.width,
-        "batch_norm": p.batch_norm,
-        "padding": p.padding,
-        "augment": p.augment,
-        "device": dev,
-    }
+    synth = SyntheticStore.open(work) if max(p.synthetic_ratios) > 0 else None
+    device = resolve_device(p.device)
     data: SegData | None = None
-    rows: list[dict[str, Any]] = []
-    per_seed_all: list[dict[str, Any]] = []
-    results: list[StageResult] = []
+    rows, per_seed_all, results = [], [], []
     folder = wd.files(NAME)
-    for ratio in ratios:
-        cfg = {"synthetic_ratio": float(ratio), **shared}
-        inputs = {**inputs_real, **(inputs_synth if ratio > 0 else {})}
+    for ratio in p.synthetic_ratios:
+        cfg = config_params(p, ratio)
+        inputs = {"patches": patches.fingerprint()}
+        if ratio > 0 and synth is not None:
+            inputs["synthetic"] = synth.fingerprint()
         path = config_path(folder, cfg)
-        files = path.with_suffix("")
         res = store.cached_result(path, stage=NAME, params=cfg, inputs=inputs, force=force)
         if res is None:
-            if data is None:
-                data = SegData.load(patches, splits, synth)
-            with store.build_stage(
-                path, stage=NAME, params=cfg, inputs=inputs, resumable=True, files=files
-            ) as b:
-                g = b.group
-                done = json.loads(str(g.attrs.get("seed_rows", "{}")))  # resumes an interrupted run
-                for s in seed_list:
-                    if str(s) in done:
-                        continue
-                    done[str(s)] = run_seed(
-                        data,
-                        ratio=ratio,
-                        seed=s,
-                        real_fraction=p.real_fraction,
-                        samples_per_epoch=p.samples_per_epoch,
-                        min_area_px=min_area_px,
-                        train_kwargs=train_kwargs,
-                        progress=progress,
-                    )
-                    g.attrs["seed_rows"] = json.dumps(done)
-                per_seed = [done[str(s)] for s in seed_list]
-                store.write_table(g, _PER_SEED, {k: [r[k] for r in per_seed] for k in per_seed[0]})
-                summary = summary_row(ratio, per_seed)
-                g.attrs["summary"] = json.dumps(summary)  # JSON text: NaN-safe
-                g.attrs["device"] = str(dev)
-                assert b.files is not None
-                write_outputs(b.files, [summary], f"eval-seg, synthetic ratio {ratio:g}")
-                write_csv(per_seed, b.files / "per_seed.csv")
+            data = data or SegData.load(patches, splits, synth)
+            _train_config(path, cfg, inputs, data, p, min_area_px, device, progress)
             res = StageResult(path, False, store.read_meta(path) or {})
         per_seed = read_per_seed(path)
         results.append(res)
         per_seed_all += per_seed
         rows.append(summary_row(ratio, per_seed))
     title = (
-        f"eval-seg: {len(seed_list)} seed(s), {p.epochs} epochs, width {p.width:g}, "
+        f"eval-seg: {p.seeds} seed(s), {p.epochs} epochs, width {p.width:g}, "
         f"real fraction {p.real_fraction:g}, objects >= {p.min_object_area:g} µm²"
     )
     out = write_outputs(folder, rows, title)
     write_csv(per_seed_all, folder / "results_per_seed.csv")
-    everything = write_all_configurations(folder)
     return EvalSegResult(
         rows=rows,
         per_seed=per_seed_all,
@@ -278,7 +283,7 @@ def eval_seg(
         markdown=out["markdown"],
         plot=out["plot"],
         stores=results,
-        all_markdown=everything,
+        all_markdown=write_all_configurations(folder),
     )
 
 

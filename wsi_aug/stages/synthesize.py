@@ -205,15 +205,7 @@ def synthesize(
     wd.check_layout(force)
     gan = GanStore.open(work)
     cfg = gan.config
-    if p.checkpoint is None:
-        ckpt = gan.latest()
-    else:
-        ckpt = Path(p.checkpoint)
-        if not ckpt.is_file():
-            raise CheckpointError(
-                f"{ckpt}: no such checkpoint file; pass an existing --checkpoint "
-                f"(default: the latest of {gan.checkpoints})"
-            )
+    ckpt = _checkpoint(gan, p.checkpoint)
     pairs = PairedStores(work)
     inputs = {
         "gan": gan.fingerprint(),
@@ -223,10 +215,8 @@ def synthesize(
     key = p.key_dict()
     cached = store.cached_result(wd.synthetic, stage=NAME, params=key, inputs=inputs, force=force)
     if cached is not None:
-        if p.export_png is not None:
-            export_pngs(work, p.export_png, progress=progress)
-        outputs = (p.export_png,) if p.export_png is not None else ()
-        return StageResult(cached.path, True, cached.meta, outputs=outputs)
+        made = (export_pngs(work, p.export_png, progress=progress),) if p.export_png else ()
+        return StageResult(cached.path, True, cached.meta, outputs=made)
     size = pairs.patches.size
     if cfg.size != size:
         raise CheckpointError(
@@ -242,29 +232,9 @@ def synthesize(
     dev = resolve_device(p.device)
     gen = Generation(ckpt, cfg, dev, dropout_seed=p.seed if p.dropout else None)
     conditions = make_source(p.source, train.masks, train.maps, train.rows, p.seed)
-    from tqdm.auto import tqdm
-
     with store.build(wd.synthetic, stage=NAME, params=key, inputs=inputs) as group:
         writer = SyntheticWriter(group, p.n, size)
-        with tqdm(total=p.n, unit="img", desc="synthesize", disable=not progress) as bar:
-            for start in range(0, p.n, p.batch_size):
-                count = min(p.batch_size, p.n - start)
-                batch = conditions.batch(start, count, device=dev)
-                images = gen(batch.masks, batch.structure)
-                writer.write(
-                    start,
-                    images,
-                    batch.masks,
-                    batch.structure,
-                    {
-                        "source_index": batch.source_index.tolist(),
-                        "source": [p.source] * count,
-                        "transform": batch.transform,
-                        "seed": batch.seed.tolist(),
-                        "checkpoint": [inputs["checkpoint"]] * count,
-                    },
-                )
-                bar.update(count)
+        _generate(writer, conditions, gen, p, inputs["checkpoint"], dev, progress)
         writer.finish(
             {
                 "size": size,
@@ -276,10 +246,54 @@ def synthesize(
                 "config": cfg.to_dict(),
             }
         )
-    made: tuple[Path, ...] = ()
-    if p.export_png is not None:
-        made = (export_pngs(work, p.export_png, progress=progress),)
+    made = (export_pngs(work, p.export_png, progress=progress),) if p.export_png else ()
     return StageResult(wd.synthetic, False, store.read_meta(wd.synthetic) or {}, outputs=made)
+
+
+def _checkpoint(gan: Any, given: Path | None) -> Path:
+    """The checkpoint to generate with: the given file, or the GAN store's latest."""
+    from wsi_aug.errors import CheckpointError
+
+    if given is None:
+        return Path(gan.latest())
+    if not Path(given).is_file():
+        raise CheckpointError(
+            f"{given}: no such checkpoint file; pass an existing --checkpoint "
+            f"(default: the latest of {gan.checkpoints})"
+        )
+    return Path(given)
+
+
+def _generate(
+    writer: SyntheticWriter,
+    conditions: Any,
+    gen: Any,
+    p: SynthesizeParams,
+    checkpoint: str,
+    device: Any,
+    progress: bool,
+) -> None:
+    """Draw the conditions batch by batch, generate their images and write them."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=p.n, unit="img", desc="synthesize", disable=not progress) as bar:
+        for start in range(0, p.n, p.batch_size):
+            count = min(p.batch_size, p.n - start)
+            batch = conditions.batch(start, count, device=device)
+            writer.write(
+                start,
+                gen(batch.masks, batch.structure),
+                batch.masks,
+                batch.structure,
+                {
+                    "source_index": batch.source_index.tolist(),
+                    "source": [p.source] * count,
+                    "transform": batch.transform,
+                    "seed": batch.seed.tolist(),
+                    "checkpoint": [checkpoint] * count,
+                },
+            )
+            bar.update(count)
 
 
 def export_pngs(work: str | Path, out: Path, *, progress: bool = False, chunk: int = 256) -> Path:

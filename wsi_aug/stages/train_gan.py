@@ -194,18 +194,43 @@ def _resume_source(
     return ck
 
 
+def gan_config(p: TrainGanParams, size: int, where: Path) -> GanConfig:
+    """The model and loss configuration these parameters give for `size`-pixel patches."""
+    from wsi_aug.errors import WsiAugError
+    from wsi_aug.gan.models import GanConfig
+
+    try:
+        return GanConfig(
+            size=size,
+            ngf=p.ngf,
+            ndf=p.ndf,
+            disc=p.disc,
+            d_conditional=p.d_conditional,
+            no_structure=p.no_structure,
+            l1_weight=p.l1_weight,
+            ms_weight=p.ms_weight,
+            lr=p.lr,
+            beta1=p.betas[0],
+            beta2=p.betas[1],
+            pairs_per_step=p.pairs_per_step,
+        )
+    except ValueError as exc:
+        raise WsiAugError(f"{where}: {exc}") from exc
+
+
 def run_training(
     work: Path, p: TrainGanParams, *, force: bool = False, progress: bool = True
 ) -> tuple[StageResult, Any]:
-    """`train_gan`, also returning the model step (None when cached) for tests and benchmarks."""
+    """`train_gan`, also returning the model step (None when cached) for tests and benchmarks.
+
+    Under torchrun every rank trains; rank 0 alone writes the store and its files.
+    """
     import shutil
 
     from wsi_aug import store
-    from wsi_aug.errors import WsiAugError
     from wsi_aug.gan import ddp
     from wsi_aug.gan.checkpoints import load_checkpoint
     from wsi_aug.gan.data import PairSampler
-    from wsi_aug.gan.models import GanConfig
     from wsi_aug.gan.train import train
     from wsi_aug.stages.structure import PairedStores
 
@@ -214,30 +239,12 @@ def run_training(
     ctx = ddp.setup(p.device)
     try:
         pairs = PairedStores(work)
-        size = pairs.patches.size
-        try:
-            cfg = GanConfig(
-                size=size,
-                ngf=p.ngf,
-                ndf=p.ndf,
-                disc=p.disc,
-                d_conditional=p.d_conditional,
-                no_structure=p.no_structure,
-                l1_weight=p.l1_weight,
-                ms_weight=p.ms_weight,
-                lr=p.lr,
-                beta1=p.betas[0],
-                beta2=p.betas[1],
-                pairs_per_step=p.pairs_per_step,
-            )
-        except ValueError as exc:
-            raise WsiAugError(f"{wd.patches}: {exc}") from exc
+        cfg = gan_config(p, pairs.patches.size, wd.patches)
         inputs = pairs.fingerprints()
-        key = {**p.key_dict(), "size": size, "world_size": ctx.world_size}
+        key = {**p.key_dict(), "size": cfg.size, "world_size": ctx.world_size}
         hit = store.cached_result(wd.gan, stage=NAME, params=key, inputs=inputs, force=force)
         if hit is not None:
             return StageResult(hit.path, True, hit.meta, outputs=_outputs(wd.gan_files)), None
-
         data = pairs.load("train", positive=True)
         # fails early, before any folder is made, if there are too few pairs
         PairSampler(len(data), p.seed).epoch_steps(0, p.pairs_per_step, ctx.rank, ctx.world_size)
@@ -248,10 +255,8 @@ def run_training(
             shutil.rmtree(files, ignore_errors=True)
         source = _resume_source(wd, files, key, inputs, p)
         if source is not None and source.is_relative_to(files):
-            log.info(
-                "train-gan: continuing the interrupted run from %s (--force starts over)",
-                source.name,
-            )
+            msg = "train-gan: continuing the interrupted run from %s (--force starts over)"
+            log.info(msg, source.name)
         elif p.resume and source is None:
             log.info("nothing to resume for %s; training from the start", wd.gan)
         if source is not None:
@@ -287,35 +292,21 @@ def run_training(
         with store.build_stage(
             wd.gan, stage=NAME, params=key, inputs=inputs, resumable=True, files=wd.gan_files
         ) as b:
-            out = b.files
-            assert out is not None
-
-            def record(step: Any) -> None:
-                b.group.attrs.update(
-                    {
-                        "config": cfg.to_dict(),
-                        "size": size,
-                        "seed": p.seed,
-                        "world_size": ctx.world_size,
-                        "device": str(ctx.device),
-                        "fast": step.fast,
-                        "amp": step.amp,
-                    }
-                )
-
-            if source is not None and not source.is_relative_to(out):
-                history = source.parent.parent  # a finished run's files: continue its logs
-                shutil.copytree(history, out, dirs_exist_ok=True)
-            step = fit(out, record)
-            latest = GanStore.checkpoint_dir(out) / "latest"
-            b.group.attrs.update(
-                {
-                    "steps": step.step,
-                    "epochs_done": step.epoch,
-                    "train_patches": len(data),
-                    "latest": latest.read_text().strip(),
-                }
-            )
+            assert b.files is not None
+            if source is not None and not source.is_relative_to(b.files):
+                # extending a finished run: continue its checkpoints, samples and loss log
+                shutil.copytree(source.parent.parent, b.files, dirs_exist_ok=True)
+            facts: dict[str, Any] = {
+                "config": cfg.to_dict(),
+                "size": cfg.size,
+                "seed": p.seed,
+                "world_size": ctx.world_size,
+                "device": str(ctx.device),
+            }
+            step = fit(b.files, lambda s: b.group.attrs.update(facts, fast=s.fast, amp=s.amp))
+            latest = (GanStore.checkpoint_dir(b.files) / "latest").read_text().strip()
+            done = {"steps": step.step, "epochs_done": step.epoch, "train_patches": len(data)}
+            b.group.attrs.update(done, latest=latest)
         ddp.barrier(ctx)
         meta = store.read_meta(wd.gan) or {}
         return StageResult(wd.gan, False, meta, outputs=_outputs(wd.gan_files)), step
