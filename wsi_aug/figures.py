@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 FRAME = "#808080"  # the grey frame drawn around every image of a grid
 
 

@@ -502,12 +502,31 @@ class WorkDir:
         log.info("%s: moved the old layout's %s to %s", self.root, ", ".join(old), keep)
 
 
-def describe_work(root: str | os.PathLike[str]) -> str:
-    """A few lines per stage store of a work folder: stage, state, when, arrays, parameters."""
+def describe_work(
+    root: str | os.PathLike[str], stages: Sequence[tuple[str, str]] = ()
+) -> str:
+    """A few lines per stage store of a work folder: stage, state, when, arrays, parameters.
+
+    `stages` are (name, store path in the work folder) of the registered stages, in pipeline
+    order: each is listed, built or not, so the output reads as the pipeline's progress.
+    """
     base = Path(root)
     if not base.is_dir():
         return f"{base}: no work folder yet (the stages create it)"
     lines = [f"work folder {base}"]
+    if stages:
+        states = []
+        for name, rel in stages:
+            path = base / rel
+            meta = read_meta(path) if rel.endswith(".zarr") else None
+            if meta is not None:
+                done = bool(meta.get("complete")) and files_match(path, meta)
+                states.append(f"{name} {'done' if done else 'INCOMPLETE'}")
+            elif path.exists():
+                states.append(f"{name} present")
+            else:
+                states.append(f"{name} -")
+        lines.append("  stages: " + ", ".join(states))
     old = WorkDir(base).old_layout()
     if old:
         lines.append(
@@ -543,8 +562,8 @@ def describe_work(root: str | os.PathLike[str]) -> str:
     )
     if partial:
         lines.append(
-            "  interrupted runs (rerun the stage with the same options to continue; --force "
-            f"starts over): {', '.join(partial)}"
+            "  unfinished runs (running now, or interrupted: rerun the stage with the same "
+            f"options to continue; --force starts over): {', '.join(partial)}"
         )
     leftovers = sorted(
         q.relative_to(base).as_posix()

@@ -44,9 +44,10 @@ def info(
     from wsi_aug.errors import WsiAugError
 
     if not paths:
+        from wsi_aug.stages.registry import stages
         from wsi_aug.store import describe_work
 
-        click.echo(describe_work(work))
+        click.echo(describe_work(work, [(s.name, s.store) for s in stages()]))
         return
 
     failures = 0
