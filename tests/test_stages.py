@@ -224,3 +224,47 @@ def test_each_store_name_is_spelled_in_one_module():
             if re.search(rf"""["']{re.escape(word)}["']""", text)
         }
         assert where <= allowed, f"store name {word!r} spelled in {sorted(where - allowed)}"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_whole_pipeline_writes_only_zarr_and_reruns_cached(phantom_slides, tmp_path, capsys):
+    """Every stage once through `wsi-aug run`: only zarr in each store, then all cached."""
+    from wsi_aug.cli import main
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        f'work = "{tmp_path / "w"}"\n'
+        f'[extract]\ninputs = ["{phantom_slides}"]\nsize = 32\nmpp = 4.0\nnegatives = 1\n'
+        "split = [0.34, 0.33, 0.33]\n"
+        "[structure]\nmin_size = 2\n"
+        '[train-gan]\nepochs = 1\nngf = 4\nndf = 4\ndevice = "cpu"\n'
+        '[synthesize]\nn = 8\nbatch_size = 4\ndevice = "cpu"\n'
+        '[eval-seg]\nsynthetic_ratios = [0.0, 0.5]\nseeds = 1\nepochs = 1\nwidth = 0.0625\n'
+        'device = "cpu"\n'
+        '[eval-gan]\nunet_epochs = 1\nunet_width = 0.0625\nn_pairs = 10\ndevice = "cpu"\n'
+    )
+    main(["run", str(cfg)])
+    first = capsys.readouterr().out
+    for name in ("extract", "structure", "train-gan", "synthesize", "eval-seg", "eval-gan"):
+        assert f"{name}: " in first, name
+    assert first.count("[built]") == 6
+    assert "train-gan/samples/epoch-0001.png" in first  # the figure people look at is listed
+    assert_only_zarr(tmp_path / "w")
+    main(["run", str(cfg)])
+    assert capsys.readouterr().out.count("[cached") == 6
+
+
+def test_library_warnings_reach_the_cli_log(capsys):
+    import logging
+    import warnings
+
+    from wsi_aug.options import show_library_log
+
+    show_library_log()
+    try:
+        warnings.warn("a library warning", UserWarning, stacklevel=1)
+        logging.getLogger("wsi_aug.stages.extract").info("a library info line")
+    finally:
+        logging.captureWarnings(False)
+    err = capsys.readouterr().err
+    assert "a library warning" in err and "a library info line" in err

@@ -174,19 +174,38 @@ def _flatten_lists(params: type[StageParams], values: dict[str, Any]) -> dict[st
     return out
 
 
+class _StderrHandler(logging.StreamHandler[Any]):
+    """Writes to whatever ``sys.stderr`` is now (a test's capture, a redirected stream)."""
+
+    _wsi_aug = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self) -> Any:
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def show_library_log() -> None:
     """Route the package logger to stderr as plain lines (once), and Python warnings into it."""
     logger = logging.getLogger("wsi_aug")
-    if not any(getattr(h, "_wsi_aug", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._wsi_aug = True  # type: ignore[attr-defined]
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     logging.captureWarnings(True)
     warn_logger = logging.getLogger("py.warnings")
-    if not any(getattr(h, "_wsi_aug", False) for h in warn_logger.handlers):
-        warn_logger.addHandler(logger.handlers[0])
+    if handler not in warn_logger.handlers:
+        warn_logger.addHandler(handler)
 
 
 def report_result(name: str, result: Any) -> None:
