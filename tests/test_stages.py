@@ -260,6 +260,7 @@ def test_library_warnings_reach_the_cli_log(capsys):
 
     from wsi_aug.options import show_library_log
 
+    logging.captureWarnings(False)  # pytest swaps warnings.showwarning per test: capture anew
     show_library_log()
     try:
         warnings.warn("a library warning", UserWarning, stacklevel=1)

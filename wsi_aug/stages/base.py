@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, get_args, get_origin
 
 from pydantic import (
@@ -27,7 +28,7 @@ from pydantic import (
 from wsi_aug.errors import WsiAugError
 from wsi_aug.result import StageResult
 
-__all__ = ["Stage", "StageParams", "StageResult", "param"]
+__all__ = ["Stage", "StageParams", "StageResult", "StageStore", "param"]
 
 _NUMBERS = (int, float)
 
@@ -156,6 +157,53 @@ def describe_errors(cls: type[BaseModel], exc: ValidationError, data: Mapping[st
         valid = ", ".join(cls.model_fields)
         parts.insert(0, f"unknown key(s) {', '.join(sorted(unknown))}; valid keys: {valid}")
     return "; ".join(parts)
+
+
+class StageStore:
+    """Base of the stage store readers: a complete store opened read-only by stage name.
+
+    Subclasses set `NAME` (the stage) and `MADE_BY` (the command that makes it) and add typed
+    properties for their arrays and tables; the array names live only in their module.
+    """
+
+    NAME: ClassVar[str] = ""
+    MADE_BY: ClassVar[str] = ""
+
+    def __init__(self, path: Path, group: Any) -> None:
+        self.path = path
+        self.group = group
+
+    @classmethod
+    def open(cls, work: str | Path) -> Self:
+        """Open the work folder's store of this stage, or fail naming the command that makes it."""
+        from wsi_aug import store
+
+        wd = store.WorkDir(Path(work))
+        wd.check_layout()
+        path = wd.store(cls.NAME)
+        return cls(path, store.open_stage(path, stage=cls.NAME, made_by=cls.MADE_BY))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The store's ``wsi_aug`` attributes (stage, params, inputs, key, completion)."""
+        from wsi_aug import store
+
+        return store.read_meta(self.path) or {}
+
+    def array(self, name: str) -> Any:
+        """One of the store's arrays (zarr.Array), or an error naming the store."""
+        import zarr
+
+        arr = self.group[name]
+        if not isinstance(arr, zarr.Array):
+            raise WsiAugError(f"{self.path}: {name!r} is not an array; rebuild with {self.MADE_BY}")
+        return arr
+
+    def fingerprint(self) -> str:
+        """Changes on every rebuild: what downstream stores record as their input."""
+        from wsi_aug import store
+
+        return store.stage_fingerprint(self.path)
 
 
 RunFn = Callable[..., Any]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import model_validator
 
-from wsi_aug.stages.base import Stage, StageParams, StageResult, param
+from wsi_aug.stages.base import Stage, StageParams, StageResult, StageStore, param
 
 if TYPE_CHECKING:
     import zarr
@@ -64,32 +64,16 @@ class StructureParams(StageParams):
         return d
 
 
-class StructureStore:
+class StructureStore(StageStore):
     """A complete ``structure.zarr``, read-only."""
 
-    def __init__(self, path: Path, group: zarr.Group) -> None:
-        from wsi_aug import store
-
-        self.path = path
-        self.group = group
-        self.meta: dict[str, Any] = store.read_meta(path) or {}
-
-    @classmethod
-    def open(cls, work: str | Path) -> StructureStore:
-        """Open the work folder's structure store, or fail naming the command that makes it."""
-        from wsi_aug import store
-
-        wd = store.WorkDir(Path(work))
-        wd.check_layout()
-        return cls(wd.structure, store.open_stage(wd.structure, stage=NAME, made_by=MADE_BY))
+    NAME = NAME
+    MADE_BY = MADE_BY
 
     @property
     def maps(self) -> zarr.Array[Any]:
         """(N, S, S) uint8 structure maps in {0, 1}, rows aligned with the patch store."""
-        import zarr
-
-        arr = self.group[_MAPS]
-        assert isinstance(arr, zarr.Array)
+        arr: zarr.Array[Any] = self.array(_MAPS)
         return arr
 
     @property
@@ -103,12 +87,6 @@ class StructureStore:
         from wsi_aug import store
 
         return store.read_rows(self.maps, rows)
-
-    def fingerprint(self) -> str:
-        """Changes on every rebuild: what downstream stores record as their input."""
-        from wsi_aug import store
-
-        return store.stage_fingerprint(self.path)
 
     @staticmethod
     def write_maps(group: zarr.Group, n: int, size: int) -> zarr.Array[Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from wsi_aug.stages.base import Stage, StageParams, StageResult, param
+from wsi_aug.stages.base import Stage, StageParams, StageResult, StageStore, param
 
 if TYPE_CHECKING:
     import zarr
@@ -82,40 +82,29 @@ class Provenance:
         return cls(**{c: np.asarray(cols[c], dtype=kinds[c]) for c in cls.columns()})
 
 
-class SyntheticStore:
+class SyntheticStore(StageStore):
     """A complete ``synthesize.zarr``, read-only."""
 
-    def __init__(self, path: Path, group: zarr.Group) -> None:
-        self.path = path
-        self.group = group
-
-    @classmethod
-    def open(cls, work: str | Path) -> SyntheticStore:
-        """Open the work folder's synthetic store, or fail naming the command that makes it."""
-        from wsi_aug import store
-
-        wd = store.WorkDir(Path(work))
-        wd.check_layout()
-        return cls(wd.synthetic, store.open_stage(wd.synthetic, stage=NAME, made_by=MADE_BY))
-
-    def _array(self, name: str) -> zarr.Array[Any]:
-        import zarr
-
-        arr = self.group[name]
-        assert isinstance(arr, zarr.Array)
-        return arr
+    NAME = NAME
+    MADE_BY = MADE_BY
 
     @property
     def images(self) -> zarr.Array[Any]:
-        return self._array(_IMAGES)
+        """(N, S, S, 3) uint8 synthetic patches."""
+        arr: zarr.Array[Any] = self.array(_IMAGES)
+        return arr
 
     @property
     def masks(self) -> zarr.Array[Any]:
-        return self._array(_MASKS)
+        """(N, S, S) uint8 glomerulus masks in {0, 1}: the conditions' masks."""
+        arr: zarr.Array[Any] = self.array(_MASKS)
+        return arr
 
     @property
     def structure(self) -> zarr.Array[Any]:
-        return self._array(_STRUCTURE)
+        """(N, S, S) uint8 structure maps in {0, 1}: the conditions' maps."""
+        arr: zarr.Array[Any] = self.array(_STRUCTURE)
+        return arr
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -136,11 +125,6 @@ class SyntheticStore:
 
         cols = store.read_table(self.group, _PROVENANCE)
         return Provenance(**{c: cols[c] for c in Provenance.columns()})
-
-    def fingerprint(self) -> str:
-        from wsi_aug import store
-
-        return store.stage_fingerprint(self.path)
 
 
 class SyntheticWriter:

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from wsi_aug.stages.base import Stage, StageParams, StageResult, param
+from wsi_aug.stages.base import Stage, StageParams, StageResult, StageStore, param
 
 if TYPE_CHECKING:
-    import zarr
 
     from wsi_aug.gan.models import GanConfig
 
@@ -75,32 +74,30 @@ class TrainGanParams(StageParams):
     )
 
 
-class GanStore:
+class GanStore(StageStore):
     """A complete ``train-gan.zarr`` and its ``train-gan/`` folder, read-only."""
 
-    def __init__(self, path: Path, files: Path, group: zarr.Group, meta: dict[str, Any]) -> None:
-        self.path = path
-        self.files = files
-        self.group = group
-        self.meta = meta
+    NAME = NAME
+    MADE_BY = MADE_BY
 
     @classmethod
     def open(cls, work: str | Path) -> GanStore:
-        """Open the work folder's GAN store, or fail naming the command that makes it."""
+        """Open the GAN store, checking that its files folder belongs to it."""
         from wsi_aug import store
+        from wsi_aug.errors import StageMissingError
 
-        wd = store.WorkDir(Path(work))
-        wd.check_layout()
-        group = store.open_stage(wd.gan, stage=NAME, made_by=MADE_BY)
-        meta = store.read_meta(wd.gan) or {}
-        if not store.files_match(wd.gan, meta):
-            from wsi_aug.errors import StageMissingError
-
+        gan = super().open(work)
+        if not store.files_match(gan.path, gan.meta):
             raise StageMissingError(
-                f"{wd.gan_files}: does not belong to {wd.gan} (interrupted?); "
+                f"{gan.files}: does not belong to {gan.path} (interrupted?); "
                 f"rebuild it with `{MADE_BY} --force`"
             )
-        return cls(wd.gan, wd.gan_files, group, meta)
+        return gan
+
+    @property
+    def files(self) -> Path:
+        """``train-gan/``: checkpoints, samples, losses."""
+        return self.path.with_suffix("")
 
     @property
     def config(self) -> GanConfig:
@@ -109,7 +106,7 @@ class GanStore:
         from wsi_aug.gan.models import GanConfig
 
         try:
-            return GanConfig.from_dict(dict(self.group.attrs["config"]))  # type: ignore[arg-type]
+            return GanConfig.from_dict(dict(self.group.attrs["config"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise StageMissingError(
                 f"{self.path}: no usable GAN config in its attributes ({exc}); "
@@ -150,12 +147,6 @@ class GanStore:
     def sample_grids(self) -> list[Path]:
         """The sample grids, oldest first."""
         return sorted(self.samples_dir(self.files).glob("*.png"))
-
-    def fingerprint(self) -> str:
-        """Changes on every rebuild: what downstream stores record as their input."""
-        from wsi_aug import store
-
-        return store.stage_fingerprint(self.path)
 
 
 def _resume_source(
