@@ -100,3 +100,31 @@ def test_info_says_how_to_continue_an_interrupted_run(tmp_path: Path) -> None:
     info = describe_work(tmp_path)
     assert "rerun the stage with the same options to continue" in info
     assert "--resume" not in info
+
+
+def test_a_store_missing_chunks_is_refused_and_info_check_finds_it(
+    tiny_work: WorkDir, tmp_path: Path, capsys
+) -> None:
+    from wsi_aug.cli import main
+    from wsi_aug.errors import StageMissingError
+    from wsi_aug.stages.extract import PatchStore
+    from wsi_aug.store import is_complete, verify
+
+    work = WorkDir(tmp_path / "w")
+    work.root.mkdir()
+    shutil.copytree(tiny_work.patches, work.patches)
+    assert verify(work.patches) is None
+    main(["info", "--work", str(work.root), "--check"])
+    assert "extract.zarr: ok" in capsys.readouterr().out
+    chunk = sorted((work.patches / "images" / "c").rglob("*"))[-1]
+    chunk.unlink()  # a chunk deleted after completion: zarr alone would read zeros
+    with pytest.raises(StageMissingError, match=r"extract\.zarr is damaged: 1 chunk\(s\) missing "
+                       r"from images; rebuild it with `wsi-aug extract SLIDES --force`"):
+        PatchStore.open(work.root)
+    with pytest.raises(StageMissingError, match="damaged"):
+        structure(work.root, progress=False)
+    assert not is_complete(work.patches)  # so rerunning extract rebuilds instead of 'cached'
+    with pytest.raises(SystemExit) as exc:
+        main(["info", "--work", str(work.root), "--check"])
+    assert exc.value.code == 2
+    assert "extract.zarr: 1 chunk(s) missing from images" in capsys.readouterr().out

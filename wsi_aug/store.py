@@ -85,7 +85,7 @@ def is_complete(path: str | os.PathLike[str], key: str | None = None) -> bool:
         return False
     if key is not None and meta.get("key") != key:
         return False
-    return files_match(Path(path), meta)
+    return files_match(Path(path), meta) and damage(path, meta) is None
 
 
 def files_match(path: Path, meta: Mapping[str, Any]) -> bool:
@@ -108,8 +108,84 @@ def stage_fingerprint(path: str | os.PathLike[str]) -> str:
     return fingerprint_value([meta.get("key"), meta.get("completed_ns", meta.get("completed_at"))])
 
 
+def inventory(path: Path) -> dict[str, list[int]]:
+    """Per array of a store (relative path): its number of chunk files and their total bytes.
+
+    Recorded at completion; comparing it with the folder finds deleted, truncated or added
+    chunks at the cost of a directory listing (zarr would silently read a missing chunk as the
+    fill value).
+    """
+    out: dict[str, list[int]] = {}
+    for meta_file in sorted(path.rglob("zarr.json")):
+        node = meta_file.parent
+        try:
+            kind = json.loads(meta_file.read_text()).get("node_type")
+        except (OSError, ValueError):
+            continue
+        if kind != "array":
+            continue
+        n = size = 0
+        chunks = node / "c"
+        if chunks.is_dir():
+            for f in chunks.rglob("*"):
+                if f.is_file():
+                    n += 1
+                    size += f.stat().st_size
+        out[node.relative_to(path).as_posix()] = [n, size]
+    return out
+
+
+def damage(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with a complete store's chunks against its inventory, or None if intact."""
+    recorded = meta.get("contents")
+    if not isinstance(recorded, Mapping):
+        return None  # made before inventories were recorded: nothing to compare
+    now = inventory(Path(path))
+    problems = []
+    for name, (n, size) in recorded.items():
+        got_n, got_size = now.get(name, [0, 0])
+        if got_n < n:
+            problems.append(f"{n - got_n} chunk(s) missing from {name}")
+        elif got_n > n:
+            problems.append(f"{got_n - n} unexpected chunk(s) in {name}")
+        elif got_size != size:
+            problems.append(f"chunks of {name} changed size")
+    return "; ".join(problems) or None
+
+
+def verify(path: str | os.PathLike[str]) -> str | None:
+    """A full check of a store: its inventory, then every array read whole (decodes each chunk).
+
+    Returns what is wrong, or None. For `wsi-aug info --check`.
+    """
+    meta = read_meta(path)
+    if meta is None:
+        return "not a wsi-aug store"
+    if not meta.get("complete"):
+        return "incomplete"
+    problem = damage(path, meta)
+    if problem:
+        return problem
+    group = zarr.open_group(Path(path), mode="r")
+    for name, arr in group.arrays():
+        try:
+            arr[...]
+        except Exception as exc:  # a chunk that does not decode
+            return f"{name} does not read ({exc.__class__.__name__}: {exc})"
+    for name, sub in group.groups():
+        for col, arr in sub.arrays():
+            try:
+                arr[...]
+            except Exception as exc:
+                return f"{name}/{col} does not read ({exc.__class__.__name__}: {exc})"
+    return None
+
+
 def open_stage(path: str | os.PathLike[str], *, stage: str, made_by: str) -> zarr.Group:
-    """Open a complete upstream store read-only, or fail naming the command that makes it."""
+    """Open a complete upstream store read-only, or fail naming the command that makes it.
+
+    A store whose chunk files no longer match what it recorded at completion is refused.
+    """
     meta = read_meta(path)
     if meta is None:
         raise StageMissingError(f"{path}: no {stage} store here; make it with `{made_by}`")
@@ -121,6 +197,10 @@ def open_stage(path: str | os.PathLike[str], *, stage: str, made_by: str) -> zar
         raise StageMissingError(
             f"{path}: holds a {meta.get('stage')!r} store, not {stage!r}; make it with `{made_by}`"
         )
+    problem = damage(path, meta)
+    if problem:
+        fix = f"rebuild it with `{made_by} --force`"
+        raise StageMissingError(f"{path} is damaged: {problem}; {fix}")
     return zarr.open_group(Path(path), mode="r")
 
 
@@ -273,6 +353,7 @@ def build_stage(
     if files_tmp is not None and files_final is not None:
         (files_tmp / FILES_KEY).write_text(key)
         _replace_dir(files_tmp, files_final)
+    meta["contents"] = inventory(tmp)  # what a complete store holds, checked on every open
     meta["complete"] = True
     meta["completed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["completed_ns"] = time.time_ns()
@@ -363,15 +444,27 @@ def create_stack(
     shape: tuple[int, ...],
     dtype: Any = "uint8",
     items_per_chunk: int = 1,
+    compressors: Any = "auto",
 ) -> zarr.Array[Any]:
     """An (N, ...) array chunked along N only (compressed); for patch-like stacks.
 
     One item per chunk suits random access; more per chunk (with `StackWriter`) writes faster.
-    N = 0 makes an empty array that a `StackWriter` grows as items arrive.
+    N = 0 makes an empty array that a `StackWriter` grows as items arrive. `compressors` is
+    zarr's (``"auto"``: zarr's default, Zstandard), e.g. ``(BloscCodec(cname="lz4", ...),)``.
+    Chunks are written even when they hold only the fill value: checking that costs a full pass
+    over every chunk (about as long as compressing it with LZ4), and patches are rarely empty.
     """
     n_chunk = max(1, min(items_per_chunk, shape[0])) if shape[0] else max(1, items_per_chunk)
     chunks = (n_chunk, *(max(1, c) for c in shape[1:]))
-    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, overwrite=True)
+    return group.create_array(
+        name,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=compressors,
+        overwrite=True,
+        config={"write_empty_chunks": True},
+    )
 
 
 class StackWriter:
@@ -502,6 +595,19 @@ class WorkDir:
         log.info("%s: moved the old layout's %s to %s", self.root, ", ".join(old), keep)
 
 
+def work_stores(root: Path) -> list[Path]:
+    """Every wsi-aug store of a work folder (not inside another store, not hidden, not old)."""
+    found = sorted(p for p in root.rglob("*.zarr") if not p.name.startswith("."))
+    return [
+        p
+        for p in found
+        if not any(q.suffix == ".zarr" for q in p.parents)
+        and p.parent.name != "old-0.1"
+        and p.name not in OLD_LAYOUT
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+
+
 def describe_work(
     root: str | os.PathLike[str], stages: Sequence[tuple[str, str]] = ()
 ) -> str:
@@ -533,14 +639,7 @@ def describe_work(
             f"  made by wsi-aug 0.1 with the old layout ({', '.join(old)}): not read; "
             "rerun the stages with --force"
         )
-    stores = sorted(p for p in base.rglob("*.zarr") if not p.name.startswith("."))
-    stores = [
-        p
-        for p in stores
-        if not any(q.suffix == ".zarr" for q in p.parents) and p.parent.name != "old-0.1"
-        and p.name not in OLD_LAYOUT
-    ]
-    for p in stores:
+    for p in work_stores(base):
         meta = read_meta(p)
         if meta is None:
             lines.append(f"  {p.relative_to(base)}: not a wsi-aug store")

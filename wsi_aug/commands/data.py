@@ -17,6 +17,20 @@ ANNOTATION_SUFFIXES = {".geojson", ".json", ".xml"}
 _SHARED = ("backend", "slide_mpp", "labels", "objects", "mask_value", "mask_channel")
 
 
+def _check_stores(work: Path) -> None:
+    """`info --check`: every store read in full; one line each; exit 2 if any is damaged."""
+    from wsi_aug.store import verify, work_stores
+
+    bad = 0
+    click.echo("\ncheck:")
+    for path in work_stores(work) if work.is_dir() else []:
+        problem = verify(path)
+        bad += problem is not None
+        click.echo(f"  {path.relative_to(work)}: {problem or 'ok'}")
+    if bad:
+        raise SystemExit(2)
+
+
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @work_option
@@ -26,11 +40,18 @@ _SHARED = ("backend", "slide_mpp", "labels", "objects", "mask_value", "mask_chan
     help="Read every PATH as an annotation file "
     "(for mask images, which would otherwise be read as slides).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="With no PATHS: verify every store of the work folder fully (every chunk present and "
+    "readable); exit 2 if one is damaged.",
+)
 @params_options(ExtractParams, only=_SHARED)
 def info(
     paths: tuple[Path, ...],
     work: Path,
     as_annotation: bool,
+    check: bool,
     backend: str,
     slide_mpp: float | None,
     labels: tuple[str, ...],
@@ -48,6 +69,8 @@ def info(
         from wsi_aug.store import describe_work
 
         click.echo(describe_work(work, [(s.name, s.store) for s in stages()]))
+        if check:
+            _check_stores(work)
         return
 
     failures = 0
