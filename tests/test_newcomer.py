@@ -128,3 +128,54 @@ def test_a_store_missing_chunks_is_refused_and_info_check_finds_it(
         main(["info", "--work", str(work.root), "--check"])
     assert exc.value.code == 2
     assert "extract.zarr: 1 chunk(s) missing from images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("err", "fix"),
+    [
+        (PermissionError(13, "Permission denied", "/w/structure.zarr"), "check its permissions"),
+        (OSError(28, "No space left on device", "/w/structure.zarr"), "the disk is full"),
+        (OSError(30, "Read-only file system", "/w"), "the disk is read-only"),
+    ],
+)
+def test_an_unwritable_work_folder_is_one_line(tiny_work, tmp_path, monkeypatch, capsys, err, fix):
+    """Root ignores permissions, so the failure is injected where a stage first writes."""
+    from wsi_aug import store
+    from wsi_aug.cli import main
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_work.patches, work / "extract.zarr")
+
+    real = store.zarr.open_group
+
+    def refuse(path, *args, mode="a", **kwargs):
+        if mode == "r":
+            return real(path, *args, mode=mode, **kwargs)
+        raise err  # the first write of the stage's store
+
+    monkeypatch.setattr(store.zarr, "open_group", refuse)
+    with pytest.raises(SystemExit) as exc:
+        main(["structure", "--work", str(work)])
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and err.filename in lines[0] and fix in lines[0]
+
+
+def test_non_utf8_file_names_are_extracted(phantom_slides: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = os.fsencode(tmp_path / "src")
+    os.mkdir(src)
+    for suffix in (b".tif", b".geojson"):
+        shutil.copy(os.fsencode(phantom_slides / "phantom-000") + suffix, src + b"/s\xffx" + suffix)
+    out = subprocess.run(
+        [sys.executable, "-m", "wsi_aug", "extract", src, "--work", str(tmp_path / "w"),
+         "--size", "32", "--mpp", "4"],
+        capture_output=True,
+    )
+    assert out.returncode == 0, out.stderr[-500:]
+    assert b"Traceback" not in out.stderr
+    from wsi_aug.stages.extract import PatchStore
+
+    assert PatchStore.open(tmp_path / "w").table.slide.tolist()[0] == "s\\xffx.tif"

@@ -63,12 +63,37 @@ def cli() -> None:
     """
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the file or folder, the reason, the fix."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or str(exc)
+    fixes = {
+        errno.EACCES: "check its permissions, or choose another --work folder",
+        errno.EPERM: "check its permissions, or choose another --work folder",
+        errno.EROFS: "the disk is read-only: choose a writable --work folder",
+        errno.ENOSPC: "the disk is full: free some space or choose another --work folder",
+        errno.EDQUOT: "the disk quota is used up: free some space or choose another --work folder",
+        errno.ENOENT: "check the path",
+    }
+    fix = fixes.get(exc.errno or 0, "check the path and the disk")
+    return f"{where}: {reason}; {fix}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the group, turning user errors into one line and a non-zero exit."""
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \xff
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         cli.main(args=argv, prog_name="wsi-aug", standalone_mode=False)
     except WsiAugError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a read-only, full or vanished folder: name it and say what to do
+        click.echo(f"error: {os_error_line(exc)}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)

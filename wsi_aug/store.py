@@ -397,13 +397,18 @@ def write_table(group: zarr.Group, name: str, columns: Mapping[str, Any]) -> Non
     for col, values in columns.items():
         arr = np.asarray(values)
         if arr.dtype.kind in "UOST":
-            data = np.asarray([str(v) for v in values], dtype=object)
+            data = np.asarray([printable(str(v)) for v in values], dtype=object)
             z = sub.create_array(col, shape=(len(data),), dtype=str, overwrite=True)
             if len(data):
                 z[:] = data
         else:
             sub.create_array(col, data=arr, overwrite=True)
     sub.attrs["columns"] = list(columns)
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: bytes of a non-UTF-8 file name (surrogate escapes) as ``\\xff``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_rows(array: Any, rows: np.ndarray | Sequence[int]) -> np.ndarray:
