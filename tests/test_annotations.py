@@ -683,3 +683,331 @@ def test_rasterising_a_window_visits_only_the_objects_near_it() -> None:
             assert len(visited) == meeting, (n, len(visited), meeting)
             # the exact test runs on bounding-box candidates only, not on every object
             assert len(index._tree.query(window)) <= 2 * meeting + 10
+
+
+# --------------------------------------------------------------------------- invalid values
+
+
+def _rejected(aset: AnnotationSet) -> dict[str, str]:
+    """The rejection reasons by object (``feature 3`` -> ``ring 0: point 1 is ...``)."""
+    return dict(r.split(": ", 1) for r in aset.report.rejected_reasons)
+
+
+def test_non_finite_huge_and_absurd_coordinates_reject_only_their_object(tmp_path: Path) -> None:
+    good = '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [%s]}, '
+    good += '"properties": {"classification": {"name": "Glomerulus"}}}'
+    ring = json.dumps(SQUARE)
+    bad_rings = [
+        "[[NaN, 0], [100, 0], [100, 100], [0, 100], [NaN, 0]]",  # GEOSException before
+        "[[0, 0], [100, NaN], [100, 100], [0, 100], [0, 0]]",
+        "[[0, 0], [1e999, 0], [100, 100], [0, 100], [0, 0]]",  # overflows a float
+        "[[0, 0], [-Infinity, 0], [100, 100], [0, 100], [0, 0]]",
+        f"[[0, 0], [{'9' * 5000}, 0], [100, 100], [0, 100], [0, 0]]",  # ValueError before
+        f"[[0, 0], [{'9' * 400}, 0], [100, 100], [0, 100], [0, 0]]",  # OverflowError before
+        "[[0, 0], [1e12, 0], [100, 100], [0, 100], [0, 0]]",  # beyond ±1e9 px
+    ]
+    feats = [good % ring] + [good % r for r in bad_rings]
+    path = _write(tmp_path / "nan.geojson", "[" + ", ".join(feats) + "]")
+    aset = read_annotations(path)
+    assert len(aset) == 1 and aset.report.rejected == len(bad_rings)
+    why = _rejected(aset)
+    assert why["feature 1"].startswith("ring 0: point 0 is (nan, 0), not finite")
+    assert "point 1 is (inf, 0)" in why["feature 3"] and "point 1 is (-inf, 0)" in why["feature 4"]
+    assert "point 1 is (inf, 0)" in why["feature 5"]
+    assert "beyond ±1e+09 px" in why["feature 7"]
+    text = summarise(aset)
+    assert "rejected 7 (invalid or too complex, not read; correct or delete them" in text
+    assert "feature 1: ring 0: point 0" in text
+
+
+def test_wrong_types_reject_only_their_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsi_aug.annotations import model
+
+    monkeypatch.setattr(model, "MAX_REASONS", 100)  # keep every reason, not the first 10
+    sq = _poly(SQUARE)
+    feats: list = [
+        _feature(sq, classification={"name": "Glomerulus"}),
+        _feature({"type": "Polygon", "coordinates": 5}),
+        _feature({"type": "Polygon", "coordinates": {"a": 1}}),
+        _feature({"type": "Polygon", "coordinates": "abc"}),
+        _feature({"type": "Polygon", "coordinates": [[[0, 0], "10,0", [10, 10], [0, 10]]]}),
+        _feature({"type": "Polygon", "coordinates": [[[0, 0], [True, 0], [10, 10], [0, 10]]]}),
+        _feature({"type": "Polygon", "coordinates": [[[0, 0], [None, 0], [10, 10], [0, 10]]]}),
+        _feature({"type": "Polygon", "coordinates": [[[0, 0], [5], [10, 10], [0, 10]]]}),
+        _feature({"type": "MultiPolygon", "coordinates": [7]}),
+        _feature(sq, classification={"name": ["Glomerulus"]}),
+        _feature(sq, classification={"names": [{"a": 1}]}),
+        _feature(sq, classification=3.5),
+        {"type": "Feature", "geometry": sq, "properties": [1, 2]},
+        {"type": "Feature", "geometry": [sq]},
+        {"type": "Feature", "geometry": {"type": 5, "coordinates": []}},
+        _feature({"type": "GeometryCollection", "geometries": {"a": sq}}),
+        42,
+    ]
+    nested: dict = sq
+    for _ in range(20):
+        nested = {"type": "GeometryCollection", "geometries": [nested]}
+    feats.append(_feature(nested))
+    aset = read_annotations(_write(tmp_path / "types.geojson", {"type": "FeatureCollection",
+                                                                 "features": feats}))  # fmt: skip
+    assert len(aset) == 1 and aset.report.rejected == len(feats) - 1
+    why = _rejected(aset)
+    assert why["feature 1"] == "coordinates is 5, not a list"
+    assert why["feature 2"] == "coordinates is an object {...}, not a list"
+    assert why["feature 4"] == "ring 0: point 1 is '10,0', not [x, y]"
+    assert why["feature 5"] == "ring 0: point 1 has x = true (a boolean), not a number"
+    assert why["feature 8"] == "polygon 0 is 7, not a list"
+    assert why["feature 9"] == "classification name is a list of 1, not text"
+    assert why["feature 12"] == "properties is a list of 2, not an object"
+    assert why["feature 16"] == "is 42, not a GeoJSON Feature object"
+    assert "nested more than 8 deep" in why["feature 17"]
+
+
+def test_file_level_errors_are_one_line(tmp_path: Path) -> None:
+    cases = {
+        "num.geojson": '{"type": "FeatureCollection", "features": 5}',
+        "str.geojson": '{"type": "FeatureCollection", "features": "abc"}',
+        "deep.json": "[" * 100_000 + "]" * 100_000,
+        "enc.xml": '<?xml version="1.0" encoding="no-such"?><Annotations/>',
+        "latin.json": b'{"shapes": [{"label": "\xe9"}]}',
+        "root.xml": "<Annotations" + ">" + "<a>" * 5000 + "</a>" * 5000 + "</Annotations>",
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        try:
+            read_annotations(path).select(["glomerulus"])
+        except AnnotationError as exc:
+            msg = str(exc)
+            assert msg.startswith(f"{path}: ") and "\n" not in msg, msg
+        else:
+            raise AssertionError(f"{name}: no error")
+
+
+def test_rings_closed_and_too_few_points(tmp_path: Path) -> None:
+    feats = [
+        _feature(_poly(SQUARE[:4]), classification={"name": "G"}),  # GeoJSON requires closed
+        _feature(_poly([[0, 0], [10, 0], [0, 0]]), classification={"name": "G"}),
+        _feature(_poly(SQUARE, [[40, 40], [60, 40], [40, 40]]), classification={"name": "G"}),
+    ]
+    aset = read_annotations(_write(tmp_path / "open.geojson", feats))
+    assert [a.geometry.area for a in aset.annotations] == [10000, 10000]  # the 2-point hole: none
+    assert aset.report.repaired == 1 and aset.report.repaired_reasons == [
+        "feature 0: ring 0 not closed (closed it)"
+    ]
+    assert aset.report.dropped_reasons == ["feature 1: empty (fewer than 3 vertices)"]
+    # LabelMe, ASAP and ImageScope never close their rings: nothing to report
+    lm = {"shapes": [{"label": "G", "points": SQUARE[:4], "shape_type": "polygon"}]}
+    assert read_annotations(_write(tmp_path / "lm.json", lm)).report.repaired == 0
+
+
+def test_labelme_bad_values_reject_only_their_shape(tmp_path: Path) -> None:
+    ok = {"label": "Glomeruli", "points": SQUARE[:4]}
+    text = json.dumps({"shapes": [ok, "x", {"label": ["G"], "points": SQUARE[:4]},
+                                  {"label": "G", "points": {"a": 1}},
+                                  {"label": "G", "points": SQUARE[:4], "shape_type": 3},
+                                  {"label": "G", "points": [[0, 0], ["HUGE", 1], [5, 5]]},
+                                  {"label": "G", "points": [[0, 0], [1e400, 1], [5, 5]]},
+                                  {"label": 7, "points": SQUARE[:4], "line_color": [1e999, 0, 0]},
+                                  {"label": "G\nX\ud800", "points": SQUARE[:4]}]})  # fmt: skip
+    text = text.replace('"HUGE"', "9" * 5000).replace("1e400", "1e999")
+    aset = read_annotations(_write(tmp_path / "lm.json", text))
+    assert aset.classes() == {"Glomeruli": 1, "7": 1, "G X?": 1}
+    assert aset.annotations[1].color is None  # an unusable colour is no reason to reject
+    why = _rejected(aset)
+    assert why == {
+        "shape 1": "is 'x', not a shape object",
+        "shape 2": "label is a list of 1, not text",
+        "shape 3": "points is an object {...}, not a list of [x, y] points",
+        "shape 4": "shape_type is 3, not text",
+        "shape 5": "points: point 1 is (inf, 1), not finite (NaN, infinity or a number too large)",
+        "shape 6": "points: point 1 is (inf, 1), not finite (NaN, infinity or a number too large)",
+    }
+    with pytest.raises(AnnotationError) as exc:
+        aset.select(["tubule"])
+    assert "\n" not in str(exc.value)
+
+
+def test_xml_bad_numbers_reject_only_their_object(tmp_path: Path) -> None:
+    asap = ASAP.replace('X="0" Y="0" />', 'X="nan" Y="0" />', 1)
+    asap = asap.replace('Order="1" X="300" Y="0"', 'Order="1" X="abc" Y="0"', 1)
+    asap = asap.replace('Order="0" X="400" Y="0"', 'Order="0" X="400"', 1)
+    aset = read_annotations(_write(tmp_path / "a.xml", asap))
+    assert len(aset) == 0 and aset.report.rejected == 3
+    assert _rejected(aset) == {
+        "annotation 'Annotation 0'": "coordinates: point 0 is (nan, 0), not finite (NaN, "
+        "infinity or a number too large)",
+        "annotation 'Annotation 1'": "coordinate 1: X is 'abc', not a number",
+        "annotation 'Annotation 2'": "coordinate 0: Y is missing",
+    }
+    with pytest.raises(AnnotationError, match=r"a\.xml: .*rejected 3 invalid, e\.g\. annotation"):
+        aset.select(["glomerulus"])
+
+    scope = IMAGESCOPE.replace('<Vertex X="100" Y="0" Z="0"/>', '<Vertex X="1e999" Y="0"/>')
+    aset = read_annotations(_write(tmp_path / "s.xml", scope))
+    assert _rejected(aset) == {
+        "layer 'Glomerulus' region 1.1": "vertices: point 1 is (inf, 0), not finite (NaN, "
+        "infinity or a number too large)"
+    }
+    assert aset.classes() == {"Glomerulus": 2, "Layer 3": 1, "Tubule": 1}
+    assert aset.report.skipped["negative region"] == 1  # its positive region was rejected
+
+
+def test_qupath_colour_overflow_and_odd_names(tmp_path: Path) -> None:
+    feats = [
+        _feature(_poly(SQUARE), classification={"name": "G", "color": [1e999, 0, 0]}),
+        _feature(_poly(_shift(SQUARE, 200)), classification={"name": "G", "colorRGB": 2**80}),
+        _feature(_poly(_shift(SQUARE, 400)), classification={"names": ["Glom", "Sclerotic"]}),
+        _feature(_poly(_shift(SQUARE, 600)), classification={"name": "a\u2028b\x00"}),
+    ]
+    aset = read_annotations(_write(tmp_path / "c.geojson", feats))
+    assert [(a.label, a.color) for a in aset.annotations] == [
+        ("G", None),
+        ("G", packed_rgb(2**80)),
+        ("Glom: Sclerotic", None),
+        ("a b", None),
+    ]
+
+
+def test_mask_scale_is_checked(tmp_path: Path) -> None:
+    path = _png(tmp_path / "m.png", np.full((8, 8), 255, np.uint8))
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(AnnotationError, match=r"m\.png: mask scale"):
+            read_annotations(path, scale=bad)
+
+
+# --------------------------------------------------------------------------- bounded cost
+
+
+def _random_walk(n: int, seed: int = 0) -> np.ndarray:
+    """A closed random walk of `n` 1-px steps: a polygon crossing itself everywhere."""
+    rng = np.random.default_rng(seed)
+    xy = np.cumsum(rng.normal(0, 1, (n, 2)), axis=0) + 5000
+    return np.vstack([xy, xy[:1]]).round(2)
+
+
+def _star(n: int, radius: float = 1000.0) -> np.ndarray:
+    """A star polygon {n / (n/2 - 1)}: every edge crosses about half the others."""
+    t = 2 * np.pi * np.arange(n) * (n // 2 - 1) / n
+    return np.c_[np.cos(t), np.sin(t)] * radius + 2 * radius
+
+
+def _urchin(n: int) -> np.ndarray:
+    """A valid polygon of `n` spikes meeting near its centre: all edges' boxes overlap."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    r = np.where(np.arange(n) % 2 == 0, 1000.0, 1.0 + 0.001 * np.arange(n) / n)
+    return np.c_[r * np.cos(t), r * np.sin(t)] + 2000
+
+
+def _timed_read(path: Path, **kw) -> tuple[AnnotationSet, float]:
+    import time
+
+    start = time.perf_counter()
+    aset = read_annotations(path, **kw)
+    summarise(aset)
+    return aset, time.perf_counter() - start
+
+
+def _walk_file(path: Path, n: int) -> Path:
+    return _write(path, [_feature(_poly(_random_walk(n).tolist()), classification={"name": "G"})])
+
+
+def test_polygon_just_over_the_vertex_limit_is_simplified_and_repaired(tmp_path: Path) -> None:
+    """250,000 vertices crossing themselves ~10^5 times: about 1 s (repair alone would run for
+    minutes: `make_valid` by linework takes 100 s on 50,000 vertices of it)."""
+    aset, seconds = _timed_read(_walk_file(tmp_path / "walk.geojson", 250_000))
+    assert seconds < 10, f"{seconds:.1f} s"
+    (a,) = aset.annotations
+    assert a.geometry.is_valid and a.geometry.area > 0
+    (note,) = aset.report.simplified_reasons
+    assert note.startswith("feature 0: 250,001 vertices simplified to ")
+    assert "(by at most 15.75 px), as it had 250,001 vertices (limit 200,000); then it " in note
+    assert aset.report.repaired == 1
+    assert "simplified 1 (too many vertices, kept)" in summarise(aset)
+
+
+@pytest.mark.slow
+def test_a_million_vertices_crossing_themselves_read_in_seconds(tmp_path: Path) -> None:
+    aset, seconds = _timed_read(_walk_file(tmp_path / "walk.geojson", 1_000_000))
+    assert seconds < 10, f"{seconds:.1f} s"
+    assert len(aset) == 0 and aset.report.rejected == 1  # too tangled even simplified by 16 px
+    (why,) = aset.report.rejected_reasons
+    assert why.startswith("feature 0: it crossed itself about ")
+    assert why.endswith(
+        "even simplified by 15.75 px (1,000,001 vertices as drawn); "
+        "simplify or redraw it in the annotation tool"
+    )
+
+
+def test_vertex_limit_is_an_argument_and_a_module_constant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsi_aug.annotations import model
+
+    t = np.linspace(0, 2 * np.pi, 1000, endpoint=False)
+    circle = np.c_[300 + 200 * np.cos(t), 300 + 200 * np.sin(t)].tolist()
+    path = _write(tmp_path / "c.geojson", [_feature(_poly(circle))])
+    assert read_annotations(path).report.simplified == 0
+    aset = read_annotations(path, max_vertices=100)
+    (a,) = aset.annotations
+    assert len(a.geometry.exterior.coords) <= 100
+    assert a.geometry.area == pytest.approx(np.pi * 200**2, rel=0.01)
+    assert aset.report.simplified_reasons[0].startswith("feature 0: 1,001 vertices simplified to")
+    assert aset.report.simplified_reasons[0].endswith("as it had 1,001 vertices (limit 100)")
+    monkeypatch.setattr(model, "MAX_VERTICES", 100)
+    assert read_annotations(path).report.simplified == 1
+    with pytest.raises(AnnotationError, match="max_vertices 2 is too small"):
+        read_annotations(path, max_vertices=2)
+
+
+def test_tangled_and_intricate_polygons_are_refused_quickly(tmp_path: Path) -> None:
+    """Validity checks and repair cost time in the pairs of edges that cross or lie side by side:
+    a 501-vertex star took 4 s to repair (37 s by linework), a valid 50,000-vertex urchin 9 s to
+    check, a 200,000-vertex star 21 s."""
+    feats = [
+        _feature(_poly(_star(501).tolist())),
+        _feature(_poly(_star(200_001).tolist())),
+        _feature(_poly(_urchin(50_000).tolist())),
+        _feature(_poly(_shift(SQUARE, 9000))),
+    ]
+    aset, seconds = _timed_read(_write(tmp_path / "star.geojson", feats))
+    assert seconds < 10, f"{seconds:.1f} s"
+    assert len(aset) == 1 and aset.report.rejected == 3
+    why = _rejected(aset)
+    assert why["feature 0"].startswith("it crossed itself about 123,952 times (limit 20,000) even")
+    assert why["feature 1"].startswith("it crossed itself about ")
+    assert "pairs of its edges lay side by side even simplified" in why["feature 2"]
+
+
+def test_a_file_of_many_costly_objects_is_bounded(tmp_path: Path) -> None:
+    """Each 2,000-vertex urchin is cheap alone; the file's budget stops thousands of them."""
+    urchin = _urchin(2000).tolist()
+    feats = [_feature(_poly(urchin)) for _ in range(100)] + [_feature(_poly(SQUARE))]
+    aset, seconds = _timed_read(_write(tmp_path / "many.geojson", feats))
+    assert seconds < 10, f"{seconds:.1f} s"
+    assert 0 < aset.report.rejected < 100 and len(aset) == 101 - aset.report.rejected
+    assert aset.annotations[-1].geometry.area == 10000  # simple objects are always read
+    assert aset.report.rejected_reasons[0].endswith(
+        "not checked: checking and repairing this file's objects would take more than the 5 s "
+        "allowed a file; simplify or repair its objects in the annotation tool"
+    )
+
+
+def test_crossing_estimate_and_overlap_bound() -> None:
+    import shapely
+
+    from wsi_aug.annotations.model import crossings, overlap_bound
+
+    for xy in (_random_walk(3000)[:-1], _star(301), _random_walk(30_000, seed=1)[:-1]):
+        poly = Polygon(xy)
+        ring = np.vstack([xy, xy[:1]])
+        segs = shapely.linestrings(np.stack([ring[:-1], ring[1:]], axis=1))
+        tree = shapely.STRtree(segs)
+        i, j = tree.query(segs, predicate="crosses")
+        exact = int((i < j).sum())
+        assert crossings(poly) == pytest.approx(exact, rel=0.25)
+        i, j = tree.query(segs)
+        boxes = int((i < j).sum())
+        assert boxes <= overlap_bound(poly) <= 8 * boxes + len(xy)

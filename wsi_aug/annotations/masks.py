@@ -8,13 +8,20 @@ resolution than the slide are brought to level 0 with `scale`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from wsi_aug.annotations.model import Annotation, AnnotationReport, AnnotationSet, clean_geometry
+from wsi_aug.annotations.model import (
+    Annotation,
+    AnnotationReport,
+    AnnotationSet,
+    clean_geometry,
+    clean_text,
+)
 from wsi_aug.errors import AnnotationError
 
 FMT = "mask image"
@@ -39,8 +46,8 @@ def load_mask_image(path: Path) -> np.ndarray:
             return pixels
     except Exception as exc:  # any decoder failure is a bad file, reported in one line
         raise AnnotationError(
-            f"{path}: not a readable mask image ({exc.__class__.__name__}: {exc}); "
-            "save the mask again as PNG or TIFF"
+            f"{path}: not a readable mask image ({exc.__class__.__name__}: "
+            f"{clean_text(str(exc), 160)}); save the mask again as PNG or TIFF"
         ) from exc
 
 
@@ -60,6 +67,13 @@ def mask_foreground(
     since compression turns zeros into small values along every edge.
     """
     a = np.asarray(pixels)
+    if a.dtype.kind not in "biuf":
+        raise AnnotationError(
+            f"{name}: a mask must hold numbers, got pixels of type {a.dtype}; "
+            "save the mask again as an 8- or 16-bit PNG or TIFF"
+        )
+    if a.dtype.kind == "f":
+        a = np.nan_to_num(a, nan=0.0)  # NaN is no foreground
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3):
@@ -106,6 +120,17 @@ def _component_polygon(sub: np.ndarray, x0: int, y0: int) -> Polygon | MultiPoly
     return shapely.union_all(boxes)
 
 
+def _scale_pair(scale: float | tuple[float, float]) -> tuple[float, float]:
+    """(sx, sy) from a number or a pair, or ValueError unless both are finite and positive."""
+    if isinstance(scale, (int, float)):
+        sx = sy = float(scale)
+    else:
+        sx, sy = (float(v) for v in scale)
+    if not (0 < sx < math.inf and 0 < sy < math.inf):
+        raise ValueError(f"scale must be positive and finite, got {scale!r}")
+    return sx, sy
+
+
 def polygons_from_mask(
     fg: np.ndarray,
     *,
@@ -117,7 +142,7 @@ def polygons_from_mask(
     `scale` multiplies the mask's pixel coordinates (x and y alike, or (sx, sy)); `min_area`
     (level-0 px²) drops smaller components before they are traced.
     """
-    sx, sy = (float(scale), float(scale)) if isinstance(scale, (int, float)) else map(float, scale)
+    sx, sy = _scale_pair(scale)
     from scipy import ndimage  # here: it takes half a second to import, and only masks need it
 
     labels, n = ndimage.label(fg, structure=np.ones((3, 3), bool))
@@ -144,13 +169,21 @@ def read_mask(
     mask_channel: int | None = None,
     scale: float | tuple[float, float] = 1.0,
     min_area: float = 0.0,
+    max_vertices: int | None = None,
 ) -> AnnotationSet:
     """Read a mask image as polygons of class `label`, one per connected component (holes kept).
 
     See `mask_foreground` for which pixels count, and `polygons_from_mask` for `scale` and
-    `min_area` (level-0 px²).
+    `min_area` (level-0 px²). Components above `max_vertices` vertices are simplified.
     """
     path = Path(path)
+    try:
+        _scale_pair(scale)
+    except (TypeError, ValueError) as exc:
+        raise AnnotationError(
+            f"{path}: mask scale {scale!r} is not a positive number or pair; "
+            "give the slide's size over the mask's"
+        ) from exc
     pixels = load_mask_image(path)
     fg = mask_foreground(
         pixels,
@@ -162,7 +195,7 @@ def read_mask(
     report = AnnotationReport()
     annotations: list[Annotation] = []
     for i, geom in enumerate(polygons_from_mask(fg, scale=scale, min_area=min_area)):
-        cleaned = clean_geometry(geom, report, f"component {i}")
+        cleaned = clean_geometry(geom, report, f"component {i}", max_vertices=max_vertices)
         if cleaned is not None:
             annotations.append(Annotation(cleaned, label, str(i), "annotation", None))
     return AnnotationSet(path, annotations, report, FMT)
