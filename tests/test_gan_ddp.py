@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch.distributed as dist
 
 from wsi_aug import store
@@ -13,6 +14,7 @@ from wsi_aug.gan.ddp import run_ddp_check
 from wsi_aug.store import WorkDir
 
 
+@pytest.mark.slow  # two processes and their gloo start-up
 def test_two_gloo_processes_end_with_identical_weights(tiny_work: WorkDir, tmp_path: Path) -> None:
     assert dist.is_gloo_available()
     wd = WorkDir(tmp_path / "w")

@@ -226,6 +226,7 @@ def test_each_store_name_is_spelled_in_one_module():
         assert where <= allowed, f"store name {word!r} spelled in {sorted(where - allowed)}"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_whole_pipeline_writes_only_zarr_and_reruns_cached(phantom_slides, tmp_path, capsys):
     """Every stage once through `wsi-aug run`: only zarr in each store, then all cached."""
