@@ -59,17 +59,13 @@ def bare_openslide(windows) -> float:
 def run_extract(
     slides_dir: Path, work: Path, size: int, mpp: float, workers: int, negatives: int = 0
 ) -> float:
-    from wsi_aug.extract import ExtractParams, extract
+    from wsi_aug.stages.extract import ExtractParams, extract
 
-    t = time.perf_counter()
-    extract(
-        [slides_dir],
-        work,
-        params=ExtractParams(size=size, mpp=mpp, negatives=negatives),
-        workers=workers,
-        force=True,
-        progress=False,
+    params = ExtractParams(
+        inputs=(slides_dir,), size=size, mpp=mpp, negatives=negatives, workers=workers
     )
+    t = time.perf_counter()
+    extract(work, params, force=True, progress=False)
     return time.perf_counter() - t
 
 

@@ -5,7 +5,8 @@ as 1 µm/px, so windows are read at the tiles' own resolution). The plain loop, 
 JPEG with PIL, and per polygon crop the 256 px window centred (rounded) on its centroid and fill
 every polygon of the tile into the window's mask with PIL ImageDraw. Against it, the CLI
 ``wsi-aug extract DATA --slide-mpp 1.0 --work W --force`` run as a subprocess (wall time, so
-interpreter start-up and imports count), which also pairs files, parses annotations, writes the
+interpreter start-up and imports count; the ``wsi-aug`` script beside this Python, not a version
+manager's shim found first on PATH), which also pairs files, parses annotations, writes the
 Zarr store and its records. Each run gets a fresh work folder (removing the previous run's store
 is not extraction; ``--force`` only makes sure nothing is cached). Both best of ``--repeat`` in
 one run; prints plain / wsi-aug.
@@ -33,8 +34,7 @@ import numpy as np
 
 SIZE = 256
 MPP = 1.0
-# Passed explicitly while the CLI's --label default is being fixed; the same as the intended one.
-LABELS = ("glomerulus", "glomeruli")
+LABELS = ("glomerulus", "glomeruli")  # the plain loop's classes: the CLI's default --label
 
 
 def default_data() -> Path:
@@ -85,8 +85,19 @@ def plain_loop(data: Path) -> tuple[float, int]:
 
 
 def _cli_args(data: Path, work: Path) -> list[str]:
-    labels = [a for lab in LABELS for a in ("--label", lab)]
-    return ["extract", str(data), "--slide-mpp", "1.0", "--work", str(work), "--force", *labels]
+    return ["extract", str(data), "--slide-mpp", "1.0", "--work", str(work), "--force"]
+
+
+def _cli_command() -> list[str]:
+    """The ``wsi-aug`` script of this Python's environment, else ``python -m wsi_aug``.
+
+    Not the first ``wsi-aug`` on PATH: that may be a version manager's shim (pyenv's is a bash
+    script that runs ``pyenv exec``, about 0.1 s), which is no part of wsi-aug's start-up.
+    """
+    exe = Path(sys.executable).with_name("wsi-aug")
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return [str(exe)]
+    return [sys.executable, "-m", "wsi_aug"]
 
 
 def wsi_aug_cli(data: Path, work: Path, in_process: bool) -> float:
@@ -102,8 +113,7 @@ def wsi_aug_cli(data: Path, work: Path, in_process: bool) -> float:
             if exc.code:
                 raise RuntimeError(f"wsi-aug extract failed with status {exc.code}") from exc
     else:
-        exe = shutil.which("wsi-aug")
-        cmd = [exe, *args] if exe else [sys.executable, "-m", "wsi_aug", *args]
+        cmd = [*_cli_command(), *args]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"wsi-aug extract failed ({res.returncode}): {res.stderr[-2000:]}")

@@ -521,3 +521,224 @@ def test_hubmap_windows_at_the_tiles_own_pixel_size_are_exact_crops(shared_data,
             np.testing.assert_array_equal(masks[i], rasterize(polys, box, 256))
             i += 1
     assert i == len(images)
+
+
+# ---- overlap: slides opened ahead in threads, chunks written on a thread -----------------------
+
+
+def _as_jpeg_tiles(phantom_slides: Path, out: Path) -> Path:
+    """The phantom slides as plain JPEG images (level 0, 0.5 µm/px) with their GeoJSON."""
+    from PIL import Image
+
+    from wsi_aug.slides import open_slide
+
+    out.mkdir()
+    for tif in sorted(phantom_slides.glob("*.tif")):
+        with open_slide(tif) as s:
+            pixels = s.read_region((0, 0), 0, s.dimensions)
+        Image.fromarray(pixels).save(out / f"{tif.stem}.jpg", quality=90)
+        shutil.copy(tif.with_suffix(".geojson"), out / f"{tif.stem}.geojson")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "tiff"])
+def test_opening_ahead_and_background_writes_change_nothing(
+    phantom_slides, tmp_path, monkeypatch, kind
+):
+    import wsi_aug.extract as ex
+
+    src = _as_jpeg_tiles(phantom_slides, tmp_path / "in") if kind == "jpeg" else phantom_slides
+    params = ExtractParams(size=48, mpp=1.0, negatives=2, slide_mpp=0.5)
+    monkeypatch.setattr(ex, "usable_cpus", lambda: 1)  # no thread at all
+    _extract([src], tmp_path / "a", params=params, progress=False)
+    monkeypatch.setattr(ex, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(ex, "OPEN_AHEAD_SLIDES", 1)  # the smallest window
+    _extract([src], tmp_path / "b", params=params, progress=False)
+    a, b = _load(tmp_path / "a"), _load(tmp_path / "b")
+    assert len(a[0]) > 3 and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert {k: v.tolist() for k, v in a[2].items()} == {k: v.tolist() for k, v in b[2].items()}
+
+
+class _FakeSlide:
+    def __init__(self, name: str, held: int) -> None:
+        self.name, self._held, self.closed = name, held, False
+
+    def held_bytes(self) -> int:
+        return self._held
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fake_tasks(n: int) -> list:
+    from wsi_aug.extract import SlideTask
+
+    p = ExtractParams(size=32)
+    return [SlideTask(Path(f"s{i}.jpg"), Path(f"s{i}.json"), f"p{i}", "train", p) for i in range(n)]
+
+
+def _settle(opened: list, n: int, timeout: float = 10.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while len(opened) < n and time.monotonic() < end:
+        time.sleep(0.01)
+    time.sleep(0.05)  # nothing more should come
+
+
+def _eventually(cond, timeout: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.01)
+    return bool(cond())
+
+
+def test_open_ahead_window_is_bounded_and_unused_slides_are_closed(monkeypatch):
+    import wsi_aug.extract as ex
+
+    opened: list[_FakeSlide] = []
+
+    def fake_open(task):
+        s = _FakeSlide(task.slide.name, 100)
+        opened.append(s)
+        return s
+
+    monkeypatch.setattr(ex, "_open_task", fake_open)
+    tasks = _fake_tasks(10)
+    ahead = ex._OpenAhead(tasks, threads=1, max_ahead=8, max_bytes=250)
+    try:
+        _settle(opened, 3)
+        assert [s.name for s in opened] == ["s0.jpg", "s1.jpg", "s2.jpg"]  # 300 bytes >= 250
+        first = ahead.take(tasks[0])
+        assert first is not None and first.result() is opened[0]
+        _settle(opened, 4)
+        assert len(opened) == 4  # one taken, one more opened
+        assert ahead.take(tasks[2]) is not None  # s1 is skipped: closed, as the tasks run in order
+        assert _eventually(lambda: opened[1].closed) and not opened[2].closed
+        assert ahead.take(tasks[9]) is None  # not opened ahead: the caller opens it
+    finally:
+        ahead.close()
+    for lane in ahead._lanes:  # the openings still running end, and close their slides
+        lane.shutdown(wait=True)
+    taken = {"s0.jpg", "s2.jpg"}
+    assert all(s.closed for s in opened if s.name not in taken)
+    assert not any(s.closed for s in opened if s.name in taken)
+
+
+def test_slides_are_closed_on_the_thread_that_opened_them(monkeypatch):
+    import threading
+
+    import wsi_aug.extract as ex
+
+    opened: list[_FakeSlide] = []
+
+    class Traced(_FakeSlide):
+        def close(self) -> None:
+            self.closed_on = threading.current_thread().name
+            super().close()
+
+    def fake_open(task):
+        s = Traced(task.slide.name, 0)
+        s.opened_on = threading.current_thread().name
+        opened.append(s)
+        return s
+
+    monkeypatch.setattr(ex, "_open_task", fake_open)
+    tasks = _fake_tasks(6)
+    with ex.opening_ahead(tasks, threads=2):
+        for t in tasks:
+            with ex._opened(t) as slide:
+                assert slide.name == t.slide.name
+    assert _eventually(lambda: all(s.closed for s in opened)) and len(opened) == 6
+    assert {s.opened_on for s in opened} <= {"wsi-aug-open-0_0", "wsi-aug-open-1_0"}
+    assert all(s.closed_on == s.opened_on for s in opened)
+
+
+def test_open_ahead_errors_come_back_with_their_slide(monkeypatch):
+    """A slide that fails to open fails in `extract_slide`, as if opened there."""
+    import wsi_aug.extract as ex
+    from wsi_aug.errors import SlideError
+
+    def fake_open(task):
+        raise SlideError(f"{task.slide}: cannot read the file")
+
+    monkeypatch.setattr(ex, "_open_task", fake_open)
+    tasks = _fake_tasks(3)
+    with ex.opening_ahead(tasks, threads=2):
+        outs = [ex.extract_slide(t) for t in tasks]
+    assert [str(o.error) for o in outs] == [f"s{i}.jpg: cannot read the file" for i in range(3)]
+
+
+def test_stack_writer_on_a_thread_writes_the_same(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.arange(2 * 37, dtype=np.int32).reshape(37, 2)
+    g = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    with ThreadPoolExecutor(1) as pool:
+        arr = store.create_stack(g, "x", (0, 2), dtype="int32", items_per_chunk=4)
+        w = store.StackWriter(arr, executor=pool, max_queued=1)
+        for lo, hi in [(0, 3), (3, 9), (9, 10), (10, 30)]:
+            w.append(data[lo:hi])
+        w.flush()
+        assert arr.shape == (30, 2) and np.array_equal(arr[:], data[:30])
+        w.append(data[30:])
+        w.close()
+    assert w.at == 37
+    assert np.array_equal(zarr.open_group(tmp_path / "s.zarr", mode="r")["x"][:], data)
+
+
+def test_stack_writer_on_a_thread_raises_a_failed_write(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Full:
+        chunks, shape, dtype = (4, 2), (0, 2), np.dtype("int32")
+
+        def resize(self, shape):
+            self.shape = shape
+
+        def __setitem__(self, key, value):
+            raise OSError("No space left on device")
+
+    with ThreadPoolExecutor(1) as pool:
+        w = store.StackWriter(Full(), executor=pool)  # type: ignore[arg-type]
+        w.append(np.zeros((8, 2), np.int32))
+        with pytest.raises(OSError, match="No space"):
+            w.close()
+
+
+def test_patch_stacks_are_lz4_and_open_with_plain_zarr(phantom_work):
+    for name in ("images", "masks"):
+        arr = zarr.open_array(phantom_work.patches / name, mode="r")
+        (codec,) = arr.compressors
+        assert type(codec).__name__ == "BloscCodec" and codec.cname.value == "lz4"
+        table = store.read_table(zarr.open_group(phantom_work.patches, mode="r"), "table")
+        assert arr.shape[0] == len(table["slide"])
+
+
+def test_progress_records_one_file_per_checkpoint(tmp_path):
+    """A checkpoint's slides share one record file (one fsync); older one-slide files still read;
+    an unreadable file ends what counts as done."""
+    from wsi_aug.extract import PatchRow, SlideOutput
+
+    tasks = _fake_tasks(5)
+    row = PatchRow("s0.jpg", "p0", "1", "Glomeruli", 1.0, 2.0, 1.0, "train", False, True)
+    empty = np.zeros((0,), np.uint8)
+    outs = [
+        SlideOutput(t.slide, empty, empty, [row] if i else [], [f"n{i}"])
+        for i, t in enumerate(tasks)
+    ]
+    stage_extract._write_records(tmp_path, list(enumerate(outs[:2])))  # one checkpoint: 0 and 1
+    one = {"slide": str(tasks[2].slide), "rows": [], "notes": [], "error": "bad slide"}
+    (tmp_path / "000002.json").write_text(json.dumps(one))  # a record as older versions wrote it
+    stage_extract._write_records(tmp_path, [(3, outs[3])])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["000000.json", "000002.json", "000003.json"]
+    done = stage_extract._done_slides(tmp_path, tasks)
+    assert [d.slide.name for d in done] == ["s0.jpg", "s1.jpg", "s2.jpg", "s3.jpg"]
+    assert done[1].rows == [row] and done[1].notes == ["n1"] and done[2].error == "bad slide"
+    (tmp_path / "000002.json").write_text('{"slide": ')  # torn: what follows is not trusted
+    assert len(stage_extract._done_slides(tmp_path, tasks)) == 2
+    other = _fake_tasks(5)[::-1]  # another plan: nothing matches
+    assert stage_extract._done_slides(tmp_path, other) == []

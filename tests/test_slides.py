@@ -459,3 +459,73 @@ def test_plain_image_modes_and_exif_orientation(tmp_path: Path) -> None:
         with Image.open(path) as img:
             shown = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
         np.testing.assert_array_equal(slide.read_region((0, 0), 0, (30, 40)), shown)
+
+
+def test_plain_images_load_no_slide_library(tmp_path: Path) -> None:
+    """Opening a JPEG imports neither OpenSlide nor tifffile (nor zarr through it): start-up."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "tile.jpg"
+    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(path)
+    code = (
+        "import sys\n"
+        "import wsi_aug.extract, wsi_aug.slides\n"
+        "from wsi_aug.slides import open_slide\n"
+        f"with open_slide({str(path)!r}, slide_mpp=1.0) as s:\n"
+        "    assert s.backend == 'image' and s.read_at_mpp((0, 0, 8, 8), 1.0, (8, 8)).shape\n"
+        "print(sorted(m for m in ('openslide', 'tifffile', 'zarr') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_plain_image_holds_its_decoded_pixels(pattern_png: tuple[Path, np.ndarray]) -> None:
+    path, img = pattern_png
+    with open_slide(path, slide_mpp=1.0) as slide:
+        assert slide.held_bytes() == img.shape[0] * img.shape[1] * 4  # Pillow stores RGB as RGBX
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (96, 80)), img)
+    assert slide.held_bytes() == 0
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "grey", "cmyk", "trailing"])
+def test_jpeg_pixels_are_pillows(tmp_path: Path, kind: str) -> None:
+    """However a JPEG is decoded (libjpeg-turbo via imagecodecs, or Pillow), the pixels are
+    Pillow's."""
+    from wsi_aug.slides import image_backend
+
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    rgb = np.asarray(Image.fromarray(base).resize((203, 157), Image.Resampling.BICUBIC))
+    img = Image.fromarray(rgb)
+    path = tmp_path / f"{kind}.jpg"
+    if kind == "grey":
+        img = img.convert("L")
+    elif kind == "cmyk":
+        img = img.convert("CMYK")
+    img.save(path, quality=85, progressive=kind == "progressive")
+    if kind == "trailing":
+        path.write_bytes(path.read_bytes() + b"\x00" * 7)  # bytes after the end of the image
+    with Image.open(path) as im:
+        want = np.asarray(im.convert("RGB"))
+        fast = image_backend._decode_jpeg(im, path) is not None
+    assert fast == (kind in ("baseline", "progressive"))
+    with open_slide(path, slide_mpp=1.0) as slide:
+        assert slide.held_bytes() == (
+            want.nbytes if fast else 203 * 157 * (1 if kind == "grey" else 4)
+        )
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (203, 157)), want)
+        np.testing.assert_array_equal(
+            slide.read_region((-5, 150), 0, (20, 20))[:7, 5:], want[150:, :15]
+        )
+
+
+def test_truncated_jpeg_is_reported(tmp_path: Path) -> None:
+    rng = np.random.default_rng(10)
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(SlideError, match="truncated") as exc:
+        open_slide(path, slide_mpp=1.0)
+    _one_line_error(exc, "cut.jpg")

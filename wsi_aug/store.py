@@ -476,10 +476,24 @@ class StackWriter:
     """Appends items to an (N, ...) array in whole chunks, so that each chunk is written once.
 
     The array grows when the items outrun its length, so a stack of unknown length can be
-    streamed into an array created with N = 0.
+    streamed into an array created with N = 0. It grows by doubling (each resize rewrites the
+    array's metadata), so between writes it may be longer than the items written; `flush` and
+    `close` cut it to them.
+
+    With `executor` (a one-thread ``concurrent.futures`` executor, which several writers may
+    share), the writes run there, in order, while the caller goes on: compressing and writing
+    files release the GIL. At most `max_queued` blocks of this writer wait there; `flush` and
+    `close` wait for them; a failed write raises from the next call; `abort` drops what has not
+    started. The caller keeps the executor and shuts it down.
     """
 
-    def __init__(self, array: zarr.Array[Any], start: int = 0) -> None:
+    def __init__(
+        self,
+        array: zarr.Array[Any],
+        start: int = 0,
+        executor: Any = None,
+        max_queued: int = 2,
+    ) -> None:
         """Write from item `start` on (items before it are kept: a resumed stack)."""
         self.array = array
         self._chunk = int(array.chunks[0])
@@ -487,13 +501,42 @@ class StackWriter:
         head = [np.asarray(array[self.at : start])] if start > self.at else []
         self._pending: list[np.ndarray] = head
         self._n_pending = start - self.at
+        self._rows = int(array.shape[0])  # the array's length (set by the writing thread only)
+        self._executor = executor
+        self._max_queued = max(1, max_queued)
+        self._queued: list[Any] = []  # futures of the writes sent to the executor, oldest first
 
-    def _write(self, block: np.ndarray) -> None:
-        end = self.at + len(block)
-        if end > self.array.shape[0]:
-            self.array.resize((end, *self.array.shape[1:]))
-        self.array[self.at : end] = block
-        self.at = end
+    def _store(self, block: np.ndarray, at: int, exact: bool) -> None:
+        """Write `block` at item `at`, growing the array (to the exact end where `exact`)."""
+        end = at + len(block)
+        rows = self._rows
+        if exact:
+            rows = end
+        elif end > rows:
+            rows = max(end, -(-2 * rows // self._chunk) * self._chunk)
+        if rows != self._rows:
+            self.array.resize((rows, *self.array.shape[1:]))
+            self._rows = rows
+        if len(block):
+            self.array[at:end] = block
+
+    def _submit(self, block: np.ndarray, at: int, exact: bool = False) -> None:
+        if self._executor is None:
+            self._store(block, at, exact)
+            return
+        self._reap()
+        while len(self._queued) >= self._max_queued:
+            self._queued.pop(0).result()
+        self._queued.append(self._executor.submit(self._store, block, at, exact))
+
+    def _reap(self) -> None:
+        """Raise the error of a failed background write (and forget the finished ones)."""
+        while self._queued and self._queued[0].done():
+            self._queued.pop(0).result()
+
+    def _wait(self) -> None:
+        while self._queued:
+            self._queued.pop(0).result()
 
     def append(self, items: np.ndarray) -> None:
         """Queue `items` (k, ...) and write every whole chunk that is ready."""
@@ -504,23 +547,36 @@ class StackWriter:
         if self._n_pending >= self._chunk:
             block = np.concatenate(self._pending)
             whole = (len(block) // self._chunk) * self._chunk
-            self._write(block[:whole])
+            self._submit(block[:whole], self.at)
+            self.at += whole
             self._pending = [block[whole:]] if whole < len(block) else []
             self._n_pending = len(block) - whole
 
     def flush(self) -> None:
-        """Write the queued items too (a partial chunk, rewritten when the chunk fills)."""
-        if self._n_pending:
-            at = self.at
-            self._write(np.concatenate(self._pending))
-            self.at = at
+        """Write the queued items too (a partial chunk, rewritten when the chunk fills), and wait
+        for them: the array then holds exactly the items appended."""
+        block = np.concatenate(self._pending) if self._n_pending else self._empty()
+        self._submit(block, self.at, exact=True)
+        self._wait()
 
     def close(self) -> None:
-        """Write what is left."""
-        if self._n_pending:
-            block = np.concatenate(self._pending)
-            self._write(block)
+        """Write what is left (and wait for it)."""
+        self.flush()
+        self.at += self._n_pending
         self._pending, self._n_pending = [], 0
+
+    def abort(self) -> None:
+        """Drop the writes that have not started and wait for the one running (its error too)."""
+        for fut in self._queued:
+            fut.cancel()
+        for fut in self._queued:
+            if not fut.cancelled():
+                with contextlib.suppress(Exception):
+                    fut.result()
+        self._queued = []
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, *self.array.shape[1:]), self.array.dtype)
 
 
 OLD_LAYOUT = ("patches.zarr", "gan.zarr", "synthetic.zarr")  # wsi-aug 0.1's store names

@@ -2,14 +2,34 @@
 
 `open_slide` picks the backend (OpenSlide, tifffile or Pillow); every slide reads regions at a
 level or at a pixel size, as RGB on white, with the same resampling whatever the backend.
+
+The names below are imported on first use: a backend's library (OpenSlide, tifffile with zarr)
+is loaded only when a file needs it, so that reading plain images starts fast.
 """
 
-from wsi_aug.slides.base import Slide
-from wsi_aug.slides.image_backend import ImageSlide
-from wsi_aug.slides.info import format_slide_info, slide_info
-from wsi_aug.slides.open import SLIDE_SUFFIXES, open_slide
-from wsi_aug.slides.openslide_backend import OpenSlideSlide
-from wsi_aug.slides.tifffile_backend import TiffFileSlide
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsi_aug.slides.base import Slide
+    from wsi_aug.slides.image_backend import ImageSlide
+    from wsi_aug.slides.info import format_slide_info, slide_info
+    from wsi_aug.slides.open import SLIDE_SUFFIXES, open_slide
+    from wsi_aug.slides.openslide_backend import OpenSlideSlide
+    from wsi_aug.slides.tifffile_backend import TiffFileSlide
+
+_WHERE = {
+    "SLIDE_SUFFIXES": "open",
+    "ImageSlide": "image_backend",
+    "OpenSlideSlide": "openslide_backend",
+    "Slide": "base",
+    "TiffFileSlide": "tifffile_backend",
+    "format_slide_info": "info",
+    "open_slide": "open",
+    "slide_info": "info",
+}
 
 __all__ = [
     "SLIDE_SUFFIXES",
@@ -21,3 +41,16 @@ __all__ = [
     "open_slide",
     "slide_info",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -274,6 +274,14 @@ class Slide(abc.ABC):
     def _close(self) -> None:  # noqa: B027 - optional hook; backends without handles skip it
         """Release the backend's file handles."""
 
+    def held_bytes(self) -> int:
+        """About how many bytes of decoded pixels the open slide holds (0: it reads on demand).
+
+        Plain images are decoded whole when opened; what opens slides ahead (`wsi_aug.extract`)
+        bounds its window by this.
+        """
+        return 0
+
     # ---- metadata ----------------------------------------------------------------------------
 
     @property

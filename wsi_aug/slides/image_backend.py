@@ -3,9 +3,14 @@
 Such files carry no trustworthy pixel size (a PNG's dpi is a print setting), so the pixel size
 comes only from ``--slide-mpp``. Grey, palette, 16-bit and transparent images become RGB on white.
 
-Opaque 8-bit images stay a decoded Pillow image and each read crops it (and converts only the crop
-to RGB where the mode is not RGB): a window costs a small copy instead of the whole image being
-copied to numpy up front. The EXIF orientation is applied only where the file has one.
+Upright RGB JPEGs are decoded by libjpeg-turbo through imagecodecs straight into a numpy array
+(the pixels Pillow's libjpeg-turbo gives, at about a tenth less CPU time and three quarters of
+the memory: no 32-bit copy); each read is a slice of it. Other opaque 8-bit images stay a decoded
+Pillow image and each read crops it (and converts only the crop to RGB where the mode is not
+RGB): a window costs a small copy instead of the whole image being copied to numpy up front. The
+EXIF orientation is applied only where the file has one. Either way the file is decoded in one
+call, without the GIL, so that slides opened ahead in threads (`wsi_aug.extract`) decode in
+parallel with the rest of the work.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar, Final
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from wsi_aug.errors import SlideError
 from wsi_aug.slides.base import Slide, one_line
@@ -22,6 +27,40 @@ from wsi_aug.slides.base import Slide, one_line
 _WIDE_MODES: Final = ("I;16", "I;16B", "I;16L", "I", "F")
 _ALPHA_MODES: Final = ("RGBA", "LA", "PA", "La", "RGBa")
 _ORIENTATION: Final = 0x0112  # the EXIF tag; 1 (or none) means upright
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # Pillow reports it when it reads
+        return 0
+
+
+def _decode_jpeg(img: Image.Image, path: Path) -> np.ndarray | None:
+    """An upright RGB JPEG decoded straight into numpy by libjpeg-turbo (imagecodecs), else None.
+
+    The same decoder as Pillow's, without its copy into 32-bit pixels. Complete files only: a
+    truncated JPEG decodes there without an error, so it goes to Pillow, which reports it; so
+    does anything else imagecodecs refuses.
+    """
+    if img.format != "JPEG" or img.mode != "RGB":
+        return None
+    if img.getexif().get(_ORIENTATION, 1) not in (0, 1):
+        return None
+    try:
+        import imagecodecs
+    except ImportError:  # pragma: no cover - a dependency
+        return None
+    data = path.read_bytes()
+    if not data.endswith(b"\xff\xd9"):
+        return None
+    try:
+        pixels = imagecodecs.jpeg8_decode(data)
+    except Exception:  # Pillow decides (and words the error)
+        return None
+    if pixels.shape != (img.size[1], img.size[0], 3) or pixels.dtype != np.uint8:
+        return None
+    return np.asarray(pixels)
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -51,6 +90,18 @@ def _rgb_on_white(img: Image.Image) -> np.ndarray:
     return on_white
 
 
+def _load(img: ImageFile.ImageFile, path: Path) -> tuple[Image.Image | None, np.ndarray | None]:
+    """Decode with Pillow: the upright image where it is opaque 8-bit, else RGB on white."""
+    # the whole file in one read and one decoder call (Pillow reads 64 KiB a call): the decoder
+    # releases the GIL, and each call returned has to take it back
+    img.decodermaxblock = max(img.decodermaxblock, _file_size(path))
+    img.load()
+    shown = _upright(img)
+    if shown.mode in _WIDE_MODES or _has_alpha(shown):
+        return None, _rgb_on_white(shown)
+    return shown, None  # `img.load()` decoded it; the file handle closes with the caller's `with`
+
+
 class ImageSlide(Slide):
     """A PNG/JPEG/BMP/... image: one level, pixel size only from ``slide_mpp``."""
 
@@ -62,13 +113,12 @@ class ImageSlide(Slide):
         super().__init__(path, slide_mpp)
         try:
             with Image.open(self.path) as img:
-                img.load()
                 self._props = {"image.format": str(img.format), "image.mode": img.mode}
-                shown = _upright(img)
-                if shown.mode in _WIDE_MODES or _has_alpha(shown):
-                    self._image, self._pixels = None, _rgb_on_white(shown)
-                else:  # `img.load()` decoded it; the file handle closes with the `with`
-                    self._image, self._pixels = shown, None
+                pixels = _decode_jpeg(img, self.path)
+                if pixels is not None:
+                    self._image, self._pixels = None, pixels
+                else:
+                    self._image, self._pixels = _load(img, self.path)
         except Image.DecompressionBombError as exc:
             raise SlideError(
                 f"{self.path}: too large to decode as a plain image; "
@@ -100,6 +150,14 @@ class ImageSlide(Slide):
             return self._pixels[y : y + h, x : x + w]
         part = self._image.crop((x, y, x + w, y + h))
         return np.asarray(part if part.mode == "RGB" else part.convert("RGB"))
+
+    def held_bytes(self) -> int:
+        if self._pixels is not None:
+            return int(self._pixels.nbytes)
+        if self._image is not None:
+            w, h = self._image.size
+            return w * h * (1 if self._image.mode in ("1", "L", "P") else 4)  # Pillow: 32-bit
+        return 0
 
     def _close(self) -> None:
         self._image, self._pixels = None, None

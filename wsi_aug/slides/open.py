@@ -1,31 +1,43 @@
 """Open any slide with the right backend, or fail with one line naming the file and the fix.
 
-Auto order: OpenSlide for what it recognises (except OME-TIFF, whose SubIFD pyramid and metadata
-OpenSlide does not read), then tifffile for any TIFF, then Pillow for plain images. TIFF-based
+Auto order: a PNG/JPEG/BMP file (by name and content) goes straight to Pillow, as no OpenSlide
+format is one; otherwise OpenSlide for what it recognises (except OME-TIFF, whose SubIFD pyramid
+and metadata OpenSlide does not read), then tifffile for any TIFF, then Pillow for plain images.
+A backend's library is imported when a file first needs it. TIFF-based
 files are checked for truncation up front (every strip or tile of the main image must lie inside
 the file), since OpenSlide and tifffile otherwise open a truncated file and fail only on reads.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-
-import numpy as np
-import openslide
-import tifffile
+from typing import TYPE_CHECKING
 
 from wsi_aug.errors import SlideError
-from wsi_aug.slides.base import Slide, one_line
-from wsi_aug.slides.image_backend import ImageSlide
-from wsi_aug.slides.openslide_backend import OpenSlideSlide
-from wsi_aug.slides.tifffile_backend import TiffFileSlide, tifffile_errors
+from wsi_aug.slides.base import one_line
 
-BACKENDS: dict[str, type[Slide]] = {
-    "openslide": OpenSlideSlide,
-    "tifffile": TiffFileSlide,
-    "image": ImageSlide,
+if TYPE_CHECKING:
+    from wsi_aug.slides.base import Slide
+
+# Each backend's module, imported when a file needs it: OpenSlide and tifffile (which brings zarr)
+# cost more to import than a plain image costs to read.
+_BACKEND_CLASSES: dict[str, tuple[str, str]] = {
+    "openslide": ("wsi_aug.slides.openslide_backend", "OpenSlideSlide"),
+    "tifffile": ("wsi_aug.slides.tifffile_backend", "TiffFileSlide"),
+    "image": ("wsi_aug.slides.image_backend", "ImageSlide"),
 }
+BACKENDS: tuple[str, ...] = tuple(_BACKEND_CLASSES)
+"""The backend names, in the order auto tries them."""
+
+
+def backend_class(name: str) -> type[Slide]:
+    """The `Slide` class of a backend name (its module is imported here, on first use)."""
+    module, attr = _BACKEND_CLASSES[name]
+    cls: type[Slide] = getattr(importlib.import_module(module), attr)
+    return cls
+
 
 # File suffixes taken as slides when scanning a folder (lower case, with the dot).
 SLIDE_SUFFIXES: frozenset[str] = frozenset(
@@ -37,6 +49,7 @@ SLIDE_SUFFIXES: frozenset[str] = frozenset(
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF")
+_PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _CHECK_PAGES = 64  # pages checked per pyramid level (multi-channel OME levels can have thousands)
 _SUPPORTED = "OpenSlide formats (svs, ndpi, mrxs, scn, bif, dcm ...), TIFF/OME-TIFF, PNG/JPEG/BMP"
 
@@ -51,6 +64,10 @@ def _is_ome(path: Path) -> bool:
     name = path.name.lower()
     if name.endswith((".ome.tif", ".ome.tiff", ".ome.tf2", ".ome.tf8", ".ome.btf")):
         return True
+    import tifffile
+
+    from wsi_aug.slides.tifffile_backend import tifffile_errors
+
     try:
         with tifffile_errors(), tifffile.TiffFile(path) as tif:
             return bool(tif.is_ome)
@@ -61,6 +78,11 @@ def _is_ome(path: Path) -> bool:
 def check_tiff_complete(path: Path) -> None:
     """Raise a SlideError when a TIFF is truncated or its structure corrupt: an IFD that tifffile
     cannot follow, or image data of the series that runs past the end of the file."""
+    import numpy as np
+    import tifffile
+
+    from wsi_aug.slides.tifffile_backend import tifffile_errors
+
     size = path.stat().st_size
     try:
         with tifffile_errors() as errors, tifffile.TiffFile(path) as tif:
@@ -124,10 +146,12 @@ def _open_forced(p: Path, backend: str, slide_mpp: float | None, is_tiff: bool) 
         )
     if backend == "tifffile" and not is_tiff:
         raise SlideError(f"{p}: not a TIFF file, so tifffile cannot read it; use --backend auto")
-    return BACKENDS[backend](p, slide_mpp=slide_mpp)
+    return backend_class(backend)(p, slide_mpp=slide_mpp)
 
 
 def _detect(p: Path) -> str | None:
+    import openslide
+
     try:
         return openslide.OpenSlide.detect_format(str(p))
     except (openslide.OpenSlideError, OSError):
@@ -135,24 +159,27 @@ def _detect(p: Path) -> str | None:
 
 
 def _open_auto(p: Path, slide_mpp: float | None, head: bytes, is_tiff: bool) -> Slide:
+    plain = p.suffix.lower() in _PLAIN_SUFFIXES
+    if plain and head.startswith(_IMAGE_MAGIC):  # a plain image: no OpenSlide format is one
+        return backend_class("image")(p, slide_mpp=slide_mpp)
     fmt = _detect(p)
     openslide_error: SlideError | None = None
     if fmt is not None and not (fmt == "generic-tiff" and _is_ome(p)):
         try:
-            return OpenSlideSlide(p, slide_mpp=slide_mpp)
+            return backend_class("openslide")(p, slide_mpp=slide_mpp)
         except SlideError as exc:
             if not is_tiff:
                 raise
             openslide_error = exc
     if is_tiff:
         try:
-            return TiffFileSlide(p, slide_mpp=slide_mpp)
+            return backend_class("tifffile")(p, slide_mpp=slide_mpp)
         except SlideError:
             if openslide_error is not None:
                 raise openslide_error from None
             raise
-    if head.startswith(_IMAGE_MAGIC) or p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
-        return ImageSlide(p, slide_mpp=slide_mpp)
+    if head.startswith(_IMAGE_MAGIC) or plain:
+        return backend_class("image")(p, slide_mpp=slide_mpp)
     raise SlideError(
         f"{p}: not a slide format wsi-aug reads ({_SUPPORTED}); "
         "convert it, e.g. to a pyramidal OME-TIFF"

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from wsi_aug.errors import WsiAugError
 from wsi_aug.stages.base import Stage, StageParams, StageResult, param
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
     import zarr
 
     from wsi_aug.extract import ExtractSummary, SlideOutput, SlideTask
@@ -107,22 +108,55 @@ class ExtractParams(StageParams):
 def _done_slides(folder: Path, tasks: Sequence[SlideTask]) -> list[SlideOutput]:
     """The slides an interrupted run finished, from its progress records (in task order).
 
-    A record that does not match the task at its place (the plan changed) ends the list.
+    Each checkpoint wrote one file, ``NNNNNN.json`` after the index of its first slide, holding
+    the list of the records of the slides it vouches for (a file holding one record, not a list,
+    is read as such a list too). A file that is missing or unreadable, or a record that does not
+    match the task at its place (the plan changed), ends the list.
     """
+    import numpy as np
+
     from wsi_aug.extract import PatchRow, SlideOutput
 
     done: list[SlideOutput] = []
-    for i, task in enumerate(tasks):
+    empty = np.zeros((0,), np.uint8)
+    while len(done) < len(tasks):
         try:
-            rec = json.loads((folder / f"{i:06d}.json").read_text())
+            data = json.loads((folder / f"{len(done):06d}.json").read_text())
         except (OSError, ValueError):
             break
-        if rec.get("slide") != str(task.slide):
-            break
-        empty = np.zeros((0,), np.uint8)
-        rows = [PatchRow(**r) for r in rec["rows"]]
-        done.append(SlideOutput(task.slide, empty, empty, rows, rec["notes"], rec["error"]))
+        for rec in data if isinstance(data, list) else [data]:
+            i = len(done)
+            if i >= len(tasks) or not isinstance(rec, dict):
+                return done
+            if rec.get("slide") != str(tasks[i].slide):
+                return done
+            rows = [PatchRow(**r) for r in rec["rows"]]
+            done.append(SlideOutput(tasks[i].slide, empty, empty, rows, rec["notes"], rec["error"]))
     return done
+
+
+def _write_records(folder: Path, outputs: Sequence[tuple[int, SlideOutput]]) -> None:
+    """One checkpoint's records (slides in order from ``outputs[0][0]`` on) as one file.
+
+    One file, so one fsync per checkpoint: a fsync per slide costs about 4 ms here, more than a
+    small plain image takes to extract.
+    """
+    from dataclasses import asdict
+
+    from wsi_aug import store
+
+    if not outputs:
+        return
+    records = [
+        {
+            "slide": str(o.slide),
+            "rows": [asdict(r) for r in o.rows],
+            "notes": o.notes,
+            "error": o.error,
+        }
+        for _, o in outputs
+    ]
+    store.atomic_write_bytes(folder / f"{outputs[0][0]:06d}.json", json.dumps(records).encode())
 
 
 def _write_patches(
@@ -141,12 +175,10 @@ def _write_patches(
     (its table rows and notes) goes to `records`, so an interrupted run continues after the
     last recorded slide; the records are removed once the store is complete.
     """
-    from dataclasses import asdict
-
+    import numpy as np
     from tqdm import tqdm
 
-    from wsi_aug import store
-    from wsi_aug.extract import group_messages, iter_outputs
+    from wsi_aug.extract import SlideOutput, group_messages, iter_outputs
 
     records.mkdir(parents=True, exist_ok=True)
     done = _done_slides(records, tasks) if PatchWriter.resumable(g) else []
@@ -159,33 +191,32 @@ def _write_patches(
     bar = tqdm(
         total=len(tasks), initial=len(done), desc="extract", unit="slide", disable=not progress
     )
-    unrecorded: list[tuple[int, dict[str, Any]]] = []  # finished slides not yet on record
+    unrecorded: list[tuple[int, SlideOutput]] = []  # finished slides not yet on record (no pixels)
     last = time.monotonic()
-    for i, o in enumerate(iter_outputs(tasks[len(done) :], p.workers, p.scheduler), len(done)):
-        summary.add(o)
-        if o.error is None and o.rows:
-            writer.append(o.images, o.masks)
-            rows.extend(o.rows)
-        record = {
-            "slide": str(o.slide),
-            "rows": [asdict(r) for r in o.rows],
-            "notes": o.notes,
-            "error": o.error,
-        }
-        unrecorded.append((i, record))
-        if time.monotonic() - last >= CHECKPOINT_SECONDS and i + 1 < len(tasks):
-            writer.flush()  # the patches first, then the records that vouch for them
-            for j, rec in unrecorded:
-                store.atomic_write_bytes(records / f"{j:06d}.json", json.dumps(rec).encode())
-            unrecorded.clear()
-            last = time.monotonic()
-        bar.update(1)
-        bar.set_postfix(patches=len(rows))
+    try:
+        for i, o in enumerate(iter_outputs(tasks[len(done) :], p.workers, p.scheduler), len(done)):
+            summary.add(o)
+            if o.error is None and o.rows:
+                writer.append(o.images, o.masks)
+                rows.extend(o.rows)
+            empty = np.zeros((0,), np.uint8)
+            unrecorded.append((i, SlideOutput(o.slide, empty, empty, o.rows, o.notes, o.error)))
+            if time.monotonic() - last >= CHECKPOINT_SECONDS and i + 1 < len(tasks):
+                writer.flush()  # the patches first, then the records that vouch for them
+                _write_records(records, unrecorded)
+                unrecorded.clear()
+                last = time.monotonic()
+            bar.update(1)
+            bar.set_postfix(patches=len(rows), refresh=False)  # shown at the bar's next refresh
+    except BaseException:
+        writer.abort()  # no write of this run may land after it (a rerun resumes this store)
+        raise
     bar.close()
     if report:
         for line in summary.lines():
             report(line)
     if not rows:  # a user error, not an interruption: keep no partial store to resume
+        writer.abort()
         shutil.rmtree(records.with_suffix(""), ignore_errors=True)  # the partial store itself
         shutil.rmtree(records, ignore_errors=True)
         raise WsiAugError("no slide gave a patch: " + "; ".join(group_messages(summary.skipped)))
@@ -233,17 +264,35 @@ def extract(
     Bad slides are reported in the summary and skipped; an error is raised only when no slide
     gave a patch. ``extract(work, inputs=["slides/"], size=256)`` or with `ExtractParams`.
     """
-    from wsi_aug import store
-    from wsi_aug.extract import ExtractSummary, group_messages, plan_tasks
+    from wsi_aug.extract import opening_ahead, plan_tasks
 
     p = ExtractParams.build(params, **overrides)
     if not p.inputs and p.manifest is None:
         raise WsiAugError("extract: give slide files or folders, or --manifest CSV")
-    wd = store.WorkDir(Path(work))
-    wd.check_layout(force)
     tasks, skipped = plan_tasks(
         p.inputs, p, annotations=p.annotations, manifest=p.manifest, recursive=p.recursive
     )
+    # The first slides open (decode) in threads while the store module (zarr) is imported, the
+    # inputs are fingerprinted and the cache is checked; a cached result closes them unused.
+    here = p.workers <= 1 and not p.scheduler
+    with opening_ahead(tasks if here else ()):
+        return _extract(Path(work), p, tasks, skipped, force, progress, report)
+
+
+def _extract(
+    work: Path,
+    p: ExtractParams,
+    tasks: list[SlideTask],
+    skipped: list[str],
+    force: bool,
+    progress: bool,
+    report: Callable[[str], None] | None,
+) -> ExtractResult:
+    from wsi_aug import store
+    from wsi_aug.extract import ExtractSummary, group_messages
+
+    wd = store.WorkDir(work)
+    wd.check_layout(force)
     summary = ExtractSummary(skipped=list(skipped))
     if not tasks:
         raise WsiAugError("nothing to extract: " + "; ".join(group_messages(skipped)))
@@ -283,9 +332,9 @@ class PatchTable:
     patient: np.ndarray  # str: the patient (the slide where none is given)
     object_id: np.ndarray  # str: the annotation's id ('' for negatives)
     label: np.ndarray  # str: the annotation's class ('' for negatives)
-    cx: np.ndarray = field(metadata={"dtype": np.float64})  # window centre, level-0 pixels
-    cy: np.ndarray = field(metadata={"dtype": np.float64})
-    mpp: np.ndarray = field(metadata={"dtype": np.float64})  # the patch's µm/px
+    cx: np.ndarray = field(metadata={"dtype": "float64"})  # window centre, level-0 pixels
+    cy: np.ndarray = field(metadata={"dtype": "float64"})
+    mpp: np.ndarray = field(metadata={"dtype": "float64"})  # the patch's µm/px
     split: np.ndarray  # str: train / val / test
     padded: np.ndarray = field(metadata={"dtype": bool})  # crossed the slide's edge (white padding)
     positive: np.ndarray = field(metadata={"dtype": bool})  # centred on a glomerulus
@@ -298,6 +347,8 @@ class PatchTable:
     @classmethod
     def from_rows(cls, rows: Sequence[Any]) -> PatchTable:
         """A table from per-patch rows (objects with one attribute per column, e.g. PatchRow)."""
+        import numpy as np
+
         col = {c: [getattr(r, c) for r in rows] for c in cls.columns()}
         kinds = {f.name: f.metadata.get("dtype", str) for f in fields(cls)}
         return cls(**{c: np.asarray(col[c], dtype=kinds[c]) for c in cls.columns()})
@@ -365,6 +416,8 @@ class PatchStore:
 
     def select(self, split: str | None = None, positive: bool | None = None) -> np.ndarray:
         """Row indices of one split (None: all) and kind (True: glomeruli, False: negatives)."""
+        import numpy as np
+
         t = self.table
         keep = np.ones(len(t), bool)
         if split is not None:
@@ -392,15 +445,48 @@ class PatchStore:
         return store.stage_fingerprint(self.path)
 
 
-class PatchWriter:
-    """Writes ``extract.zarr``'s arrays as slides finish (growing), then its table."""
+def patch_codecs() -> tuple[Any, ...]:
+    """The compression of the patch and mask stacks: Blosc LZ4 (level 1, no shuffle).
 
-    def __init__(self, group: zarr.Group, size: int, resume_rows: int | None = None) -> None:
+    On the HuBMAP tiles' patches it writes about 14x faster than zarr's default Zstandard
+    (level 3) and reads about 8x faster, for a store about a quarter larger (JPEG-decoded
+    pixels compress little whatever the codec); masks stay small either way. Any zarr v3
+    reader opens it (Blosc is one of the core codecs).
+    """
+    from zarr.codecs import BloscCodec
+
+    return (BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"),)
+
+
+class PatchWriter:
+    """Writes ``extract.zarr``'s arrays as slides finish (growing), then its table.
+
+    Where this process may use more than one CPU (or with ``background=True``), the chunks are
+    compressed and written on a thread of their own while the caller extracts the next slides;
+    `flush` and `finish` wait for them, `abort` drops those not started.
+    """
+
+    def __init__(
+        self,
+        group: zarr.Group,
+        size: int,
+        resume_rows: int | None = None,
+        background: bool | None = None,
+    ) -> None:
         """New arrays, or (`resume_rows`) those of an interrupted run cut to that many rows."""
         import zarr
 
         from wsi_aug import store
 
+        if background is None:
+            from wsi_aug.extract import usable_cpus
+
+            background = usable_cpus() > 1
+        self._pool: ThreadPoolExecutor | None = None
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="wsi-aug-write")
         self.group = group
         writers = []
         for name, shape in ((_IMAGES, (size, size, 3)), (_MASKS, (size, size))):
@@ -409,8 +495,14 @@ class PatchWriter:
                 assert isinstance(arr, zarr.Array)
                 arr.resize((resume_rows, *shape))
             else:
-                arr = store.create_stack(group, name, (0, *shape), items_per_chunk=ITEMS_PER_CHUNK)
-            writers.append(store.StackWriter(arr, start=resume_rows or 0))
+                arr = store.create_stack(
+                    group,
+                    name,
+                    (0, *shape),
+                    items_per_chunk=ITEMS_PER_CHUNK,
+                    compressors=patch_codecs(),
+                )
+            writers.append(store.StackWriter(arr, start=resume_rows or 0, executor=self._pool))
         self._images, self._masks = writers
 
     @staticmethod
@@ -430,10 +522,21 @@ class PatchWriter:
         """Write what is left, the table, and the store's descriptive attributes."""
         from wsi_aug import store
 
-        self._images.close()
-        self._masks.close()
+        try:
+            self._images.close()
+            self._masks.close()
+        finally:
+            self.abort()
         store.write_table(self.group, _TABLE, table.as_columns())
         self.group.attrs.update(dict(attrs))
+
+    def abort(self) -> None:
+        """Stop: drop the writes not started, wait for the running one, end the thread."""
+        self._images.abort()
+        self._masks.abort()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def write_patch_store(
