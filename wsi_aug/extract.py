@@ -142,7 +142,7 @@ class ExtractSummary:
             f"{n}: {p} glomeruli, {g} negatives, {pad} padded" for n, p, g, pad in self.slides_done
         ]
         out += [f"note: {m}" for m in self.notes]
-        out += [f"skipped: {m}" for m in self.skipped]
+        out += [f"skipped: {m}" for m in group_messages(self.skipped)]  # one line per cause
         return out
 
 
@@ -305,6 +305,14 @@ def _read_objects(task: SlideTask, width: int, height: int, notes: list[str]) ->
         notes.append(f"{ann.name}: {_count(rep.repaired)} invalid polygon(s) repaired")
     if getattr(rep, "dropped", None):
         notes.append(f"{ann.name}: {_count(rep.dropped)} empty or degenerate polygon(s) dropped")
+    if rep.rejected:
+        notes.append(
+            f"{ann.name}: {rep.rejected} object(s) rejected (e.g. {rep.rejected_reasons[0]})"
+        )
+    if rep.simplified:
+        notes.append(
+            f"{ann.name}: {rep.simplified} object(s) simplified (e.g. {rep.simplified_reasons[0]})"
+        )
     import shapely
 
     frame = shapely.box(0, 0, width, height)
