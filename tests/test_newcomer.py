@@ -179,3 +179,13 @@ def test_non_utf8_file_names_are_extracted(phantom_slides: Path, tmp_path: Path)
     from wsi_aug.stages.extract import PatchStore
 
     assert PatchStore.open(tmp_path / "w").table.slide.tolist()[0] == "s\\xffx.tif"
+
+
+def test_an_error_naming_a_file_with_a_line_break_stays_one_line(tmp_path: Path, capsys) -> None:
+    from wsi_aug.cli import main
+
+    odd = tmp_path / "two\nlines.svs"
+    with pytest.raises(SystemExit):
+        main(["info", str(odd)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "two\\nlines.svs" in err[0]

@@ -63,6 +63,11 @@ def cli() -> None:
     """
 
 
+def one_line(text: str) -> str:
+    """An error message kept to one line, even when a file name holds a line break."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error: the file or folder, the reason, the fix."""
     import errno
@@ -90,10 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="wsi-aug", standalone_mode=False)
     except WsiAugError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(2)
     except OSError as exc:  # a read-only, full or vanished folder: name it and say what to do
-        click.echo(f"error: {os_error_line(exc)}", err=True)
+        click.echo(f"error: {one_line(os_error_line(exc))}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)

@@ -94,8 +94,10 @@ def info(
                 with open_slide(path, backend=backend, slide_mpp=slide_mpp) as slide:
                     click.echo(format_slide_info(slide_info(slide)))
         except WsiAugError as exc:
+            from wsi_aug.cli import one_line
+
             failures += 1
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
         click.echo()
     if failures == len(paths):
         raise SystemExit(2)
