@@ -914,6 +914,7 @@ def _walk_file(path: Path, n: int) -> Path:
     return _write(path, [_feature(_poly(_random_walk(n).tolist()), classification={"name": "G"})])
 
 
+@pytest.mark.slow
 def test_polygon_just_over_the_vertex_limit_is_simplified_and_repaired(tmp_path: Path) -> None:
     """250,000 vertices crossing themselves ~10^5 times: about 1 s (repair alone would run for
     minutes: `make_valid` by linework takes 100 s on 50,000 vertices of it)."""
@@ -962,6 +963,7 @@ def test_vertex_limit_is_an_argument_and_a_module_constant(
         read_annotations(path, max_vertices=2)
 
 
+@pytest.mark.slow
 def test_tangled_and_intricate_polygons_are_refused_quickly(tmp_path: Path) -> None:
     """Validity checks and repair cost time in the pairs of edges that cross or lie side by side:
     a 501-vertex star took 4 s to repair (37 s by linework), a valid 50,000-vertex urchin 9 s to
@@ -981,6 +983,7 @@ def test_tangled_and_intricate_polygons_are_refused_quickly(tmp_path: Path) -> N
     assert "pairs of its edges lay side by side even simplified" in why["feature 2"]
 
 
+@pytest.mark.slow
 def test_a_file_of_many_costly_objects_is_bounded(tmp_path: Path) -> None:
     """Each 2,000-vertex urchin is cheap alone; the file's budget stops thousands of them."""
     urchin = _urchin(2000).tolist()
@@ -995,6 +998,7 @@ def test_a_file_of_many_costly_objects_is_bounded(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_crossing_estimate_and_overlap_bound() -> None:
     import shapely
 

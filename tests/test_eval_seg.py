@@ -139,12 +139,14 @@ def test_tiny_sweep_writes_results_and_is_cached(seg_work: WorkDir) -> None:
     assert [r["synthetic_ratio"] for r in wider.rows] == [0.0, 0.5]
 
 
+@pytest.mark.slow
 def test_real_fraction_keeps_part_of_the_train_split(seg_work: WorkDir) -> None:
     res = eval_seg(seg_work.root, synthetic_ratios=[0.0], seeds=1, real_fraction=0.5, **TINY)
     full = len(PatchStore.open(seg_work.root).select("train"))
     assert res.rows[0]["n_real"] == round(full / 2)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")  # the two runs train the same U-Net, bit for bit
 def test_min_object_area_is_in_the_cache_key_and_only_changes_object_scores(
     seg_work: WorkDir,

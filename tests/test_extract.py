@@ -110,6 +110,7 @@ def test_changed_annotation_file_rebuilds(phantom_slides, tmp_path):
     assert _load(tmp_path / "w")[2]["positive"].sum() == 1
 
 
+@pytest.mark.slow
 def test_parallel_workers_match_serial(phantom_slides, tmp_path):
     params = ExtractParams(size=32, mpp=4.0, negatives=2)
     _extract([phantom_slides], tmp_path / "a", params=params, progress=False)
@@ -541,6 +542,7 @@ def _as_jpeg_tiles(phantom_slides: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["jpeg", "tiff"])
 def test_opening_ahead_and_background_writes_change_nothing(
     phantom_slides, tmp_path, monkeypatch, kind
