@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from wsi_aug.errors import WsiAugError
-from wsi_aug.stages.base import Stage, StageParams, StageResult, param
+from wsi_aug.stages.base import Stage, StageParams, StageResult, StageStore, param
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -361,39 +361,26 @@ class PatchTable:
         return {c: getattr(self, c) for c in self.columns()}
 
 
-class PatchStore:
+class PatchStore(StageStore):
     """A complete ``extract.zarr``, read-only."""
 
+    NAME = NAME
+    MADE_BY = MADE_BY
+
     def __init__(self, path: Path, group: zarr.Group) -> None:
-        self.path = path
-        self.group = group
+        super().__init__(path, group)
         self._table: PatchTable | None = None
-
-    @classmethod
-    def open(cls, work: str | Path) -> PatchStore:
-        """Open the work folder's patch store, or fail naming the command that makes it."""
-        from wsi_aug import store
-
-        wd = store.WorkDir(Path(work))
-        wd.check_layout()
-        return cls(wd.patches, store.open_stage(wd.patches, stage=NAME, made_by=MADE_BY))
 
     @property
     def images(self) -> zarr.Array[Any]:
         """(N, S, S, 3) uint8 patches (lazy: index it to read)."""
-        import zarr
-
-        arr = self.group[_IMAGES]
-        assert isinstance(arr, zarr.Array)
+        arr: zarr.Array[Any] = self.array(_IMAGES)
         return arr
 
     @property
     def masks(self) -> zarr.Array[Any]:
         """(N, S, S) uint8 glomerulus masks in {0, 1}."""
-        import zarr
-
-        arr = self.group[_MASKS]
-        assert isinstance(arr, zarr.Array)
+        arr: zarr.Array[Any] = self.array(_MASKS)
         return arr
 
     def __len__(self) -> int:
@@ -438,11 +425,6 @@ class PatchStore:
 
         return store.read_all(self.images), store.read_all(self.masks)
 
-    def fingerprint(self) -> str:
-        """Changes on every rebuild: what downstream stores record as their input."""
-        from wsi_aug import store
-
-        return store.stage_fingerprint(self.path)
 
 
 def patch_codecs() -> tuple[Any, ...]:
