@@ -206,12 +206,39 @@ def _mask_png() -> bytes:
     return out.getvalue()
 
 
+HALO = """<?xml version="1.0" encoding="utf-8"?>
+<Annotations>
+  <Annotation LineColor="65280" Name="Glomerulus" Visible="True">
+    <Regions>
+      <Region Type="Polygon" HasEndcaps="0" NegativeROA="0">
+        <Vertices>
+          <V X="0" Y="0"/><V X="100" Y="0"/><V X="100" Y="100"/><V X="0" Y="100"/>
+        </Vertices>
+      </Region>
+      <Region Type="Ellipse" HasEndcaps="0" NegativeROA="0">
+        <Vertices><V X="200" Y="0"/><V X="300" Y="60"/></Vertices>
+      </Region>
+    </Regions>
+  </Annotation>
+</Annotations>
+"""
+DSA_ELEMENTS = [
+    {"type": "polyline", "closed": True, "points": [[0, 0, 0], [100, 0, 0], [100, 100, 0]],
+     "label": {"value": "Glomerulus"}},
+    {"type": "rectangle", "center": [250, 25, 0], "width": 100, "height": 50, "rotation": 0,
+     "group": "Glomerulus"},
+    {"type": "ellipse", "center": [450, 50, 0], "width": 100, "height": 60, "rotation": 0.3,
+     "group": "Glomerulus"},
+]
+
 SEEDS: dict[str, tuple[str, bytes]] = {
     "qupath": (".geojson", json.dumps(QUPATH, indent=1).encode()),
     "labelme": (".json", json.dumps(LABELME, indent=1).encode()),
     "asap": (".xml", ASAP.encode()),
     "imagescope": (".xml", IMAGESCOPE.encode()),
     "mask": (".png", _mask_png()),  # byte-level mutations only
+    "halo": (".annotations", HALO.encode()),
+    "dsa": (".json", json.dumps({"name": "Glom", "elements": DSA_ELEMENTS}, indent=1).encode()),
 }
 FORMATS = sorted(SEEDS)
 
@@ -349,7 +376,8 @@ def mutants(fmt: str) -> st.SearchStrategy[bytes]:
     data = SEEDS[fmt][1]
     if fmt == "mask":
         return byte_mutations(data)
-    structural = xml_mutations(data) if fmt in ("asap", "imagescope") else json_mutations(data)
+    xml = fmt in ("asap", "imagescope", "halo")
+    structural = xml_mutations(data) if xml else json_mutations(data)
     return st.one_of(byte_mutations(data), structural)
 
 

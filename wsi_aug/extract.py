@@ -554,12 +554,12 @@ def plan_tasks(
         if e.annotation is None:
             fix = "put one beside it or give --annotations DIR"
             text = (
-                f"{e.slide}: no annotation file (looked for {e.slide.stem}.geojson/.json/.xml "
-                f"or a mask image of that name); {fix}"
+                f"{e.slide}: no annotation file (looked for {e.slide.stem}.geojson/.json/.xml/"
+                f".annotations or a mask image of that name); {fix}"
             )
             cause = (
-                "no annotation file (looked for .geojson/.json/.xml or a mask image named like "
-                f"the slide); {fix}"
+                "no annotation file (looked for .geojson/.json/.xml/.annotations or a mask image "
+                f"named like the slide); {fix}"
             )
             skipped.append(SlideMessage(text, e.slide.name, cause))
         else:

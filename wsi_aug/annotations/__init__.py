@@ -1,4 +1,5 @@
-"""Annotations: QuPath GeoJSON, ASAP XML, ImageScope XML, LabelMe JSON and mask images.
+"""Annotations: QuPath GeoJSON, ASAP XML, ImageScope XML, HALO XML, LabelMe JSON,
+DSA/HistomicsTK JSON and mask images.
 
 Every format is read into an `AnnotationSet` of polygons in level-0 pixel coordinates, with a
 report of what was repaired, dropped and skipped; `read_annotations` finds the format itself.
@@ -17,7 +18,7 @@ from wsi_aug.annotations.pairing import (
     pair_annotations,
     read_manifest,
 )
-from wsi_aug.annotations.read import read_annotations, summarise
+from wsi_aug.annotations.read import detect_format, read_annotations, summarise
 
 __all__ = [
     "Annotation",
@@ -25,6 +26,7 @@ __all__ = [
     "AnnotationSet",
     "SlideEntry",
     "clean_geometry",
+    "detect_format",
     "find_annotation",
     "find_slides",
     "pair_annotations",

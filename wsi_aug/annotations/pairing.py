@@ -1,9 +1,9 @@
 """Which annotation file belongs to which slide: by file name, or by a CSV manifest.
 
-By name, ``foo.svs`` pairs with ``foo.geojson``, ``foo.json``, ``foo.xml`` (also ``foo.svs.geojson``
-...), or a mask image ``foo_mask.png``, ``foo.mask.png`` or ``foo-mask.png``; in an annotations
-folder a mask of the same stem (``masks/foo.png``) pairs too. The annotations folder is searched
-before the slide's own folder. Names match case-insensitively.
+By name, ``foo.svs`` pairs with ``foo.geojson``, ``foo.json``, ``foo.xml``, ``foo.annotations``
+(HALO; also ``foo.svs.geojson`` ...), or a mask image ``foo_mask.png``, ``foo.mask.png`` or
+``foo-mask.png``; in an annotations folder a mask of the same stem (``masks/foo.png``) pairs too.
+The annotations folder is searched before the slide's own folder. Names match case-insensitively.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ FALLBACK_SLIDE_SUFFIXES = frozenset(
 SLIDE_SUFFIXES: frozenset[str] = frozenset(
     s.lower() for s in (_SLIDE_SUFFIXES or FALLBACK_SLIDE_SUFFIXES)
 )
-SHAPE_SUFFIXES = (".geojson", ".json", ".xml")
+SHAPE_SUFFIXES = (".geojson", ".json", ".xml", ".annotations")
+"""Annotation files by suffix, in order of preference; never slides, whatever the slide suffixes."""
 MASK_MARKS = ("_mask", ".mask", "-mask")
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -77,8 +78,8 @@ def find_slides(
     """The slides among files and folders, sorted and without duplicates.
 
     A file is taken as given. A folder gives its files with a slide suffix (its sub-folders too
-    when `recursive`), leaving out hidden files, annotation files (.json, .geojson, .xml) and mask
-    images named like ``foo_mask.png``.
+    when `recursive`), leaving out hidden files, annotation files (.json, .geojson, .xml,
+    .annotations) and mask images named like ``foo_mask.png``.
     """
     allowed = {s.lower() for s in (suffixes or SLIDE_SUFFIXES)}
     found: set[Path] = set()

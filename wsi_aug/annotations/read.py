@@ -1,8 +1,11 @@
 """One entry point for every annotation format: the format is found from the suffix and content.
 
-``.geojson``/``.json`` are QuPath GeoJSON or LabelMe (LabelMe has a ``shapes`` list), ``.xml`` is
-ASAP or ImageScope (by the root tag), image suffixes are masks. A file with another suffix is
-recognised by its first character (``{``/``[`` JSON, ``<`` XML).
+``.geojson``/``.json`` are QuPath GeoJSON, LabelMe (a ``shapes`` list) or DSA/HistomicsTK (an
+``elements`` list); ``.xml`` and ``.annotations`` are ASAP (by the root tag), ImageScope or HALO
+(both ``<Annotations>``: HALO names its vertices ``V`` and its region types in words); image
+suffixes are masks. A file with another suffix is recognised by its first character (``{``/``[``
+JSON, ``<`` XML). A JSON or XML file that is none of these formats raises `AnnotationError`
+naming the formats read, rather than reading as an empty file of one of them.
 
 Any file is read in time about linear in its size: integers of any length are read (as a float,
 infinite when too large, rather than Python's ``ValueError`` beyond 4300 digits), numbers too large
@@ -16,32 +19,37 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from wsi_aug.annotations.asap import parse_asap
-from wsi_aug.annotations.geojson import parse_geojson
+from wsi_aug.annotations.dsa import is_dsa, parse_dsa
+from wsi_aug.annotations.geojson import GEOMETRY_TYPES, parse_geojson
+from wsi_aug.annotations.halo import is_halo, parse_halo
 from wsi_aug.annotations.imagescope import parse_imagescope
 from wsi_aug.annotations.labelme import is_labelme, parse_labelme
 from wsi_aug.annotations.masks import MASK_SUFFIXES, read_mask
-from wsi_aug.annotations.model import AnnotationSet, clean_text
+from wsi_aug.annotations.model import AnnotationSet, clean_text, shown
 from wsi_aug.errors import AnnotationError
 
-FORMATS = ("geojson", "labelme", "asap", "imagescope", "mask")
+FORMATS = ("geojson", "labelme", "dsa", "asap", "imagescope", "halo", "mask")
 _ALIASES = {
     "qupath": "geojson",
     "json": "geojson",
     "aperio": "imagescope",
+    "histomicstk": "dsa",
+    "girder": "dsa",
+    "indica": "halo",
     "image": "mask",
     "png": "mask",
     "tif": "mask",
     "tiff": "mask",
 }
-ANNOTATION_SUFFIXES = {".geojson", ".json", ".xml"}
+ANNOTATION_SUFFIXES = {".geojson", ".json", ".xml", ".annotations"}
 _KNOWN = (
-    "use QuPath GeoJSON (.geojson), LabelMe JSON (.json), ASAP or ImageScope XML (.xml), "
-    "or a mask image (.png, .tif)"
+    "use QuPath GeoJSON (.geojson), LabelMe or DSA/HistomicsTK JSON (.json), ASAP or ImageScope "
+    "XML (.xml), HALO XML (.annotations), or a mask image (.png, .tif)"
 )
 
 
@@ -80,7 +88,7 @@ def load_json(path: Path) -> Any:
     ``NaN``/``Infinity``, are read as non-finite floats for the parsers to reject per object.
     """
     data = _read_bytes(path)
-    fix = "export it again from QuPath or LabelMe"
+    fix = "export it again from QuPath, LabelMe or the Digital Slide Archive"
     try:
         return json.loads(data, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
@@ -100,7 +108,7 @@ def load_json(path: Path) -> Any:
 def load_xml(path: Path) -> ET.Element:
     """The root element of an XML file, or a one-line error saying where it breaks."""
     data = _read_bytes(path)
-    fix = "export it again from ASAP or ImageScope"
+    fix = "export it again from ASAP, ImageScope or HALO"
     try:
         return ET.fromstring(data)
     except ET.ParseError as exc:
@@ -122,26 +130,133 @@ def _tag(root: ET.Element) -> str:
     return root.tag.rsplit("}", 1)[-1]
 
 
-def _from_xml(root: ET.Element, path: Path, max_vertices: int | None = None) -> AnnotationSet:
-    """ASAP or ImageScope, by the root tag."""
+def xml_format(root: ET.Element, path: Path) -> str:
+    """``asap``, ``imagescope`` or ``halo`` from an XML tree, or a one-line error naming the
+    formats read when it is none of them.
+
+    ImageScope and HALO share the root ``<Annotations>``; the first region decides (see
+    `wsi_aug.annotations.halo.is_halo`). One with no region at all is an empty file of either:
+    HALO when named ``.annotations``, ImageScope otherwise.
+    """
     tag = _tag(root)
     if tag == "ASAP_Annotations":
-        return parse_asap(root, path, max_vertices=max_vertices)
+        return "asap"
+    if tag == "Annotations" and (len(root) == 0 or root.find("Annotation") is not None):
+        halo = is_halo(root)
+        if halo is None:
+            halo = path.suffix.lower() == ".annotations"
+        return "halo" if halo else "imagescope"
     if tag == "Annotations":
-        return parse_imagescope(root, path, max_vertices=max_vertices)
+        child = clean_text(_tag(root[0]), 60)
+        what = f"<Annotations> holding <{child}>, not <Annotation> layers"
+    else:
+        what = f"root <{clean_text(tag, 60)}>"
     raise AnnotationError(
-        f"{path}: XML root <{clean_text(tag, 60)}> is neither ASAP (<ASAP_Annotations>) nor "
-        f"ImageScope (<Annotations>); {_KNOWN}"
+        f"{path}: not a known annotation XML ({what}): neither ASAP (<ASAP_Annotations>) nor "
+        f"ImageScope or HALO (<Annotations><Annotation>); {_KNOWN}"
+    )
+
+
+def _from_xml(root: ET.Element, path: Path, max_vertices: int | None = None) -> AnnotationSet:
+    """ASAP, ImageScope or HALO, by the root tag and the regions (see `xml_format`)."""
+    key = xml_format(root, path)
+    if key == "asap":
+        return parse_asap(root, path, max_vertices=max_vertices)
+    if key == "halo":
+        return parse_halo(root, path, max_vertices=max_vertices)
+    return parse_imagescope(root, path, max_vertices=max_vertices)
+
+
+def _is_feature(item: Any) -> bool:
+    """True for a GeoJSON Feature or geometry object."""
+    if not isinstance(item, dict):
+        return False
+    kind = item.get("type")
+    return kind == "Feature" or "geometry" in item or kind in GEOMETRY_TYPES
+
+
+def _is_geojson(data: Any) -> bool:
+    """True for the layouts `parse_geojson` reads: a FeatureCollection, a Feature, a geometry, or
+    a list (empty, or holding at least one Feature)."""
+    if isinstance(data, list):
+        return not data or any(_is_feature(item) for item in data)
+    return _is_feature(data) or (isinstance(data, dict) and data.get("type") == "FeatureCollection")
+
+
+def _described(data: Any) -> str:
+    """What a JSON top level that is no known format holds, for the error."""
+    if isinstance(data, dict) and data:
+        keys = [clean_text(str(k), 30) for k in list(data)[:5]]
+        more = ", ..." if len(data) > 5 else ""
+        return f"an object with keys {', '.join(repr(k) for k in keys)}{more}"
+    if isinstance(data, list):
+        return f"a list of {len(data):,}, none a GeoJSON Feature or a DSA document"
+    return shown(data)
+
+
+def json_format(data: Any, path: Path) -> str:
+    """``labelme``, ``dsa`` or ``geojson`` from JSON data, or a one-line error naming the formats
+    read when it is none of them."""
+    if is_labelme(data):
+        return "labelme"
+    if is_dsa(data):
+        return "dsa"
+    if _is_geojson(data):
+        return "geojson"
+    raise AnnotationError(
+        f"{path}: not GeoJSON, LabelMe (a 'shapes' list) or DSA/HistomicsTK JSON (an 'elements' "
+        f"list), but {_described(data)}; {_KNOWN}"
     )
 
 
 def _from_json(
     data: Any, path: Path, objects: Sequence[str], max_vertices: int | None = None
 ) -> AnnotationSet:
-    """LabelMe when the data has a ``shapes`` list, QuPath GeoJSON otherwise."""
-    if is_labelme(data):
+    """LabelMe, DSA or QuPath GeoJSON, by what the data holds (see `json_format`)."""
+    key = json_format(data, path)
+    if key == "labelme":
         return parse_labelme(data, path, max_vertices=max_vertices)
+    if key == "dsa":
+        return parse_dsa(data, path, max_vertices=max_vertices)
     return parse_geojson(data, path, objects=objects, max_vertices=max_vertices)
+
+
+def detect_format(path: str | Path) -> str:
+    """The format `read_annotations` would read `path` as (one of `FORMATS`), from its suffix and
+    content; `AnnotationError` when it is none of them."""
+    path = _existing(Path(path))
+    key = _container(path)
+    if key == "xml":
+        return xml_format(load_xml(path), path)
+    if key == "json":
+        return json_format(load_json(path), path)
+    return key
+
+
+def is_annotation_file(path: Path, slide_suffixes: Collection[str] = ()) -> bool:
+    """True for a file named as an annotation file, or one with another suffix (not one of
+    `slide_suffixes` or an image's) whose content starts like JSON or XML."""
+    suffix = path.suffix.lower()
+    if suffix in ANNOTATION_SUFFIXES:
+        return True
+    if suffix in MASK_SUFFIXES or suffix in {s.lower() for s in slide_suffixes}:
+        return False
+    return path.is_file() and _sniff(path) is not None
+
+
+def _container(path: Path) -> str:
+    """``json``, ``xml`` or ``mask`` from the suffix, else from the content; or a one-line error."""
+    suffix = path.suffix.lower()
+    if suffix in (".geojson", ".json"):
+        return "json"
+    if suffix in (".xml", ".annotations"):
+        return "xml"
+    if suffix in MASK_SUFFIXES:
+        return "mask"
+    key = _sniff(path)
+    if not key:
+        raise AnnotationError(f"{path}: unknown annotation format; {_KNOWN}")
+    return key
 
 
 def _sniff(path: Path) -> str | None:
@@ -172,7 +287,9 @@ def read_annotations(
 ) -> AnnotationSet:
     """Read any supported annotation file into polygons in level-0 pixel coordinates.
 
-    `fmt` forces a format (one of `FORMATS`; ``qupath`` and ``aperio`` are accepted too).
+    `fmt` forces a format (one of `FORMATS`; ``qupath``, ``aperio``, ``histomicstk`` and
+    ``indica`` are accepted too); without it the format is found from the suffix and the content
+    (`detect_format`), and a JSON or XML file of no known format is an error.
     `objects` are the QuPath object types to read (empty means annotations only). `label`,
     `mask_value`, `mask_channel`, `scale` and `min_area` apply to mask images only: see
     `wsi_aug.annotations.masks.read_mask`. Objects above `max_vertices` vertices (default
@@ -195,17 +312,7 @@ def read_annotations(
                 f"{path}: unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}"
             )
     else:
-        suffix = path.suffix.lower()
-        if suffix in (".geojson", ".json"):
-            key = "json"
-        elif suffix == ".xml":
-            key = "xml"
-        elif suffix in MASK_SUFFIXES:
-            key = "mask"
-        else:
-            key = _sniff(path) or ""
-            if not key:
-                raise AnnotationError(f"{path}: unknown annotation format; {_KNOWN}")
+        key = _container(path)
     if key == "mask":
         return read_mask(
             path,
@@ -216,16 +323,20 @@ def read_annotations(
             min_area=min_area,
             max_vertices=mv,
         )
-    if key in ("xml", "asap", "imagescope"):
+    if key in ("xml", "asap", "imagescope", "halo"):
         root = load_xml(path)
         if key == "asap":
             return parse_asap(root, path, max_vertices=mv)
         if key == "imagescope":
             return parse_imagescope(root, path, max_vertices=mv)
+        if key == "halo":
+            return parse_halo(root, path, max_vertices=mv)
         return _from_xml(root, path, mv)
     data = load_json(path)
     if key == "labelme":
         return parse_labelme(data, path, max_vertices=mv)
+    if key == "dsa":
+        return parse_dsa(data, path, max_vertices=mv)
     if key == "geojson":
         return parse_geojson(data, path, objects=objects, max_vertices=mv)
     return _from_json(data, path, objects, mv)

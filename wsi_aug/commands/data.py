@@ -13,7 +13,7 @@ import click
 from wsi_aug.options import params_options, work_option
 from wsi_aug.stages.extract import ExtractParams
 
-ANNOTATION_SUFFIXES = {".geojson", ".json", ".xml"}
+ANNOTATION_SUFFIXES = {".geojson", ".json", ".xml", ".annotations"}  # read.ANNOTATION_SUFFIXES
 _SHARED = ("backend", "slide_mpp", "labels", "objects", "mask_value", "mask_channel")
 
 
@@ -60,8 +60,8 @@ def info(
     mask_channel: int | None,
 ) -> None:
     """Describe slides (vendor, backend, levels, mpp, objective, associated images) and
-    annotation files (objects per class; what was repaired, dropped or skipped); with no PATHS,
-    the stage stores of the work folder."""
+    annotation files (the format found, objects per class; what was repaired, dropped or
+    skipped); with no PATHS, the stage stores of the work folder."""
     from wsi_aug.errors import WsiAugError
 
     if not paths:
