@@ -19,6 +19,7 @@ MODULES: dict[str, str] = {
     "synthesize": "wsi_aug.stages.synthesize",
     "eval-seg": "wsi_aug.stages.eval_seg",
     "eval-gan": "wsi_aug.stages.eval_gan",
+    "export": "wsi_aug.stages.export",
 }
 NAMES: tuple[str, ...] = tuple(MODULES)
 

@@ -281,28 +281,26 @@ def _generate(
 
 
 def export_pngs(work: str | Path, out: Path, *, progress: bool = False, chunk: int = 256) -> Path:
-    """Write ``out/images/NNNNNN.png`` (RGB) and ``out/masks/NNNNNN.png`` (0/255) from a store."""
-    from PIL import Image
+    """Write ``out/images/NNNNNN.png`` (RGB) and ``out/masks/NNNNNN.png`` (0/255) from a store.
+
+    The pairs are written as `wsi-aug export --format png --what synthetic` writes them (same
+    code), named by index; the export stage adds ``cases.csv`` and caching.
+    """
     from tqdm.auto import tqdm
 
     from wsi_aug import store
+    from wsi_aug.export import write_pair
 
     synth = SyntheticStore.open(work)
     images, masks = synth.images, synth.masks
     n = len(synth)
     width = max(6, len(str(n - 1)))
-    (Path(out) / "images").mkdir(parents=True, exist_ok=True)
-    (Path(out) / "masks").mkdir(parents=True, exist_ok=True)
     with tqdm(total=n, unit="png", desc="export", disable=not progress) as bar:
         for start in range(0, n, chunk):
             rows = np.arange(start, min(start + chunk, n))
             imgs, ms = store.read_rows(images, rows), store.read_rows(masks, rows)
             for k in range(len(imgs)):
-                name = f"{start + k:0{width}d}.png"
-                Image.fromarray(np.asarray(imgs[k], np.uint8)).save(Path(out) / "images" / name)
-                Image.fromarray((np.asarray(ms[k]) > 0).astype(np.uint8) * 255).save(
-                    Path(out) / "masks" / name
-                )
+                write_pair(Path(out), f"{start + k:0{width}d}", imgs[k], ms[k], 255)
             bar.update(len(imgs))
     return Path(out)
 
