@@ -18,15 +18,18 @@ TOOLS: dict[str, str] = {
     "info": "wsi_aug.commands.data:info",
     "run": "wsi_aug.commands.pipeline:run",
     "demo": "wsi_aug.commands.pipeline:demo",
+    "report": "wsi_aug.commands.report:report",
+    "perception-test": "wsi_aug.commands.perception:perception_test",
+    "perception-score": "wsi_aug.commands.perception:perception_score",
 }
 """Commands that are not stages; every stage of `wsi_aug.stages.registry` is a command too."""
 
 
 def command_names() -> list[str]:
-    """Every command: `info`, the stages in pipeline order, then `run` and `demo`."""
+    """Every command: `info`, the stages in pipeline order, `run`, `demo`, then the reports."""
     from wsi_aug.stages.registry import NAMES
 
-    return ["info", *NAMES, "run", "demo"]
+    return ["info", *NAMES, "run", "demo", "report", "perception-test", "perception-score"]
 
 
 COMMANDS: tuple[str, ...] = tuple(command_names())
