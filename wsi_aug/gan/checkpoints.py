@@ -8,6 +8,9 @@ exactly. Tensors are stored as safetensors, everything else as JSON in its metad
 written to a temporary name and `os.replace`d, so a crash never leaves a half-written checkpoint.
 The same content always gives the same bytes (the header's metadata keys are sorted), so file
 fingerprints of checkpoints compare runs. A folder's ``latest`` file names its newest checkpoint.
+The config JSON holds every `GanConfig` field, the architecture variants (``upsample``,
+``spectral_norm``) among them, so the generator is rebuilt as trained; a checkpoint written before
+a field existed lacks it and loads with its default, which is the behaviour it was trained with.
 """
 
 from __future__ import annotations

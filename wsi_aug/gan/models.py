@@ -8,6 +8,11 @@ The paper's discriminator sees the image alone (``d_conditional=False``), agains
 four 5x5 convolutions (strides 2, 2, 2, 1; batch norm on the last three) and one linear layer to one
 logit. The original Pix2Pix 70x70 PatchGAN (``disc="patch"``) is kept for the ablation.
 
+Variants beyond the paper (each off by default): ``upsample="resize"``/``"bilinear"`` replaces
+the decoder's transposed convolutions by a x2 resize then a stride-1 convolution (Odena et al.
+2016, against checkerboard artefacts); ``spectral_norm`` puts spectral normalisation on every
+conv and linear layer of D (Miyato et al. 2018).
+
 Dropout draws its masks from a `torch.Generator` the trainer owns (`set_dropout_generator`), so its
 state can be checkpointed and registered with a CUDA graph; models are built on the meta device and
 initialised from a local generator (Pix2Pix: N(0, 0.02)), so no global random state is touched.
@@ -23,6 +28,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 # The fields that define the networks' shapes: a checkpoint loads only into the same values.
 ARCH_FIELDS = (
@@ -35,7 +42,10 @@ ARCH_FIELDS = (
     "d_conditional",
     "kernel",
     "n_dropout",
+    "upsample",
+    "spectral_norm",
 )
+UPSAMPLE = ("transposed", "resize", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,12 @@ class GanConfig:
     ``no_structure``: the condition is the mask alone (1 channel) instead of (mask, structure map).
     ``d_conditional``: D also sees the condition (Pix2Pix) instead of the image alone.
     ``disc``: ``"paper"`` (4 convs + linear) or ``"patch"`` (Pix2Pix 70x70 PatchGAN).
-    ``ms_weight = 0`` disables the mode-seeking term.
+    ``ms_weight = 0`` disables the mode-seeking term; ``ms_ceiling`` (None: the paper's form)
+    and ``ms_downsample`` change it (see `wsi_aug.gan.losses.mode_seeking_loss`).
+    ``upsample``: the decoder's x2 steps: ``"transposed"`` (the paper's ConvTranspose2d), or a
+    nearest (``"resize"``) or bilinear (``"bilinear"``) resize followed by a convolution.
+    ``spectral_norm``: spectral normalisation on D's conv and linear layers.
+    Fields added after the first checkpoints default to the old behaviour, so those still load.
     """
 
     size: int = 256
@@ -66,6 +81,10 @@ class GanConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     pairs_per_step: int = 1
+    ms_ceiling: float | None = None
+    ms_downsample: int = 1
+    upsample: str = "transposed"
+    spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.size < 8 or self.size & (self.size - 1):
@@ -74,6 +93,15 @@ class GanConfig:
             raise ValueError(f"GanConfig.disc must be 'paper' or 'patch', not {self.disc!r}")
         if self.ngf < 1 or self.ndf < 1 or self.pairs_per_step < 1:
             raise ValueError("GanConfig: ngf, ndf and pairs_per_step must be >= 1")
+        if self.upsample not in UPSAMPLE:
+            raise ValueError(f"GanConfig.upsample must be one of {UPSAMPLE}, not {self.upsample!r}")
+        if self.ms_ceiling is not None and not self.ms_ceiling > 0:
+            raise ValueError(f"GanConfig.ms_ceiling must be > 0 or None, not {self.ms_ceiling}")
+        if self.ms_downsample < 1 or self.size % self.ms_downsample:
+            raise ValueError(
+                f"GanConfig.ms_downsample must be >= 1 and divide the size {self.size}, "
+                f"not {self.ms_downsample}"
+            )
 
     @property
     def in_channels(self) -> int:
@@ -126,8 +154,8 @@ class UNetGenerator(nn.Module):
     """Pix2Pix U-Net with `kernel`-sized kernels and log2(size) levels.
 
     Encoder: strided convs (LeakyReLU 0.2 before each but the first; batch norm on all but the
-    outermost and innermost). Decoder: ReLU, transposed conv, batch norm and dropout on the
-    `n_dropout` innermost layers; tanh out. Skip connections concatenate encoder features.
+    outermost and innermost). Decoder: ReLU, x2 upsampling (`up_conv`), batch norm and dropout on
+    the `n_dropout` innermost layers; tanh out. Skip connections concatenate encoder features.
     """
 
     def __init__(
@@ -139,6 +167,7 @@ class UNetGenerator(nn.Module):
         kernel: int = 5,
         dropout: float = 0.5,
         n_dropout: int = 3,
+        upsample: str = "transposed",
     ) -> None:
         super().__init__()
         depth = int(math.log2(size))
@@ -156,10 +185,7 @@ class UNetGenerator(nn.Module):
         for i in range(depth):
             cin = widths[i] if i == depth - 1 else 2 * widths[i]
             cout = out_channels if i == 0 else widths[i - 1]
-            layers = [
-                nn.ReLU(),
-                nn.ConvTranspose2d(cin, cout, kernel, 2, pad, output_padding=1, bias=(i == 0)),
-            ]
+            layers = [nn.ReLU(), *up_conv(cin, cout, kernel, upsample, bias=(i == 0))]
             if i == 0:
                 layers.append(nn.Tanh())
             else:
@@ -178,6 +204,17 @@ class UNetGenerator(nn.Module):
         for i in range(len(self.up) - 2, -1, -1):
             h = self.up[i](torch.cat([skips[i], h], 1))
         return h
+
+
+def up_conv(cin: int, cout: int, kernel: int, upsample: str, bias: bool) -> list[nn.Module]:
+    """A x2 upsampling convolution: transposed (the paper), or resize then stride-1 conv."""
+    pad = kernel // 2
+    if upsample == "transposed":
+        return [nn.ConvTranspose2d(cin, cout, kernel, 2, pad, output_padding=1, bias=bias)]
+    mode = "nearest" if upsample == "resize" else "bilinear"
+    corners = None if mode == "nearest" else False
+    resize = nn.Upsample(scale_factor=2, mode=mode, align_corners=corners)
+    return [resize, nn.Conv2d(cin, cout, kernel, 1, pad, bias=bias)]
 
 
 class PaperDiscriminator(nn.Module):
@@ -230,21 +267,42 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> nn.Module:
 
     Also resets batch-norm running statistics, so it fully initialises a model made on the meta
     device; a parameter of any other module type is an error (it would stay uninitialised).
+    A spectrally normalised weight: its original is drawn so, then the power iteration's vectors.
     """
     with torch.no_grad():
         for m in module.modules():
             own = list(m.parameters(recurse=False))
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                m.weight.normal_(0.0, 0.02, generator=generator)
+                if parametrize.is_parametrized(m, "weight"):
+                    weights = m.get_submodule("parametrizations.weight")
+                    original = weights.get_parameter("original")
+                    original.normal_(0.0, 0.02, generator=generator)
+                    for fn in weights.children():
+                        _init_spectral_vectors(fn, original, generator)
+                else:
+                    m.weight.normal_(0.0, 0.02, generator=generator)
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, nn.BatchNorm2d):
                 m.reset_running_stats()
                 m.weight.normal_(1.0, 0.02, generator=generator)
                 m.bias.zero_()
-            elif own:
+            elif own and not isinstance(m, parametrize.ParametrizationList):
                 raise TypeError(f"init_weights: no rule for {type(m).__name__}")
     return module
+
+
+def _init_spectral_vectors(fn: nn.Module, weight: torch.Tensor, generator: torch.Generator) -> None:
+    """Draw spectral norm's u, v from `generator` and run 15 power iterations (as torch does)."""
+    u, v = getattr(fn, "_u", None), getattr(fn, "_v", None)
+    if not isinstance(u, torch.Tensor) or not isinstance(v, torch.Tensor):
+        return
+    w = weight.flatten(1)  # dim 0: the output channels (conv and linear)
+    u.copy_(nn.functional.normalize(torch.randn(u.shape, generator=generator), dim=0, eps=1e-12))
+    v.copy_(nn.functional.normalize(torch.randn(v.shape, generator=generator), dim=0, eps=1e-12))
+    for _ in range(15):
+        u.copy_(nn.functional.normalize(w @ v, dim=0, eps=1e-12))
+        v.copy_(nn.functional.normalize(w.T @ u, dim=0, eps=1e-12))
 
 
 M = TypeVar("M", bound=nn.Module)
@@ -270,6 +328,7 @@ def build_generator(cfg: GanConfig, generator: torch.Generator | None = None) ->
             cfg.kernel,
             cfg.dropout,
             cfg.n_dropout,
+            cfg.upsample,
         ),
         generator,
     )
@@ -278,9 +337,28 @@ def build_generator(cfg: GanConfig, generator: torch.Generator | None = None) ->
 def build_discriminator(cfg: GanConfig, generator: torch.Generator | None = None) -> nn.Module:
     """The discriminator of a config (paper or PatchGAN), initialised from `generator`."""
     cin = cfg.out_channels + (cfg.in_channels if cfg.d_conditional else 0)
-    if cfg.disc == "patch":
-        return _materialise(lambda: PatchDiscriminator(cin, cfg.ndf), generator)
-    return _materialise(lambda: PaperDiscriminator(cin, cfg.size, cfg.ndf, cfg.kernel), generator)
+
+    def make() -> nn.Module:
+        d: nn.Module
+        if cfg.disc == "patch":
+            d = PatchDiscriminator(cin, cfg.ndf)
+        else:
+            d = PaperDiscriminator(cin, cfg.size, cfg.ndf, cfg.kernel)
+        return add_spectral_norm(d) if cfg.spectral_norm else d
+
+    return _materialise(make, generator)
+
+
+def add_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (a parametrization) on every conv and linear weight of `module`.
+
+    Called on the meta device (by `build_discriminator`), so registering draws no random numbers;
+    `init_weights` then draws the power iteration's vectors from the local generator.
+    """
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            _spectral_norm(m)
+    return module
 
 
 def derived_seed(*key: int) -> int:

@@ -154,6 +154,8 @@ class GanStep:
             l1_weight=cfg.l1_weight,
             ms_weight=cfg.ms_weight,
             ms_eps=cfg.ms_eps,
+            ms_ceiling=cfg.ms_ceiling,
+            ms_downsample=cfg.ms_downsample,
         )
         total.backward()
         self.opt_g.step()

@@ -48,6 +48,26 @@ class TrainGanParams(StageParams):
     disc: Literal["paper", "patch"] = param(
         "paper", "Discriminator: the paper's, or the Pix2Pix 70x70 PatchGAN."
     )
+    ms_ceiling: float | None = param(
+        None,
+        "Variant: L_ms as DSGAN clamps it, 1 / (min(d_G / d_x, TAU) + eps), with no push once "
+        "outputs differ TAU times as much as their conditions (default: the paper's d_x / d_G).",
+        gt=0,
+    )
+    ms_downsample: int = param(
+        1,
+        "Variant: L_ms's output distance on outputs average-pooled by this factor (low-passed; "
+        "1: the paper, full resolution).",
+        ge=1,
+    )
+    upsample: Literal["transposed", "resize", "bilinear"] = param(
+        "transposed",
+        "Generator upsampling: transposed convolutions (the paper), or a nearest (resize) or "
+        "bilinear x2 resize then a convolution.",
+    )
+    spectral_norm: bool = param(
+        False, "Variant: spectral normalisation on the discriminator's conv and linear layers."
+    )
     ngf: int = param(64, "Generator width (first layer's channels).", ge=1)
     ndf: int = param(64, "Discriminator width (first layer's channels).", ge=1)
     seed: int = param(0, "Random seed (weights, pairs, augmentation).", ge=0)
@@ -72,6 +92,18 @@ class TrainGanParams(StageParams):
         "always continues; --force starts over).",
         key=False,
     )
+
+    def key_dict(self) -> dict[str, Any]:
+        """The variants left at their defaults stay out of the key: older stores stay valid."""
+        d = super().key_dict()
+        for name in _VARIANTS:
+            if d.get(name) == type(self).model_fields[name].default:
+                d.pop(name, None)
+        return d
+
+
+# options added after stores were first written: at their defaults they are not in the cache key
+_VARIANTS = ("ms_ceiling", "ms_downsample", "upsample", "spectral_norm")
 
 
 class GanStore(StageStore):
@@ -204,6 +236,10 @@ def gan_config(p: TrainGanParams, size: int, where: Path) -> GanConfig:
             beta1=p.betas[0],
             beta2=p.betas[1],
             pairs_per_step=p.pairs_per_step,
+            ms_ceiling=p.ms_ceiling,
+            ms_downsample=p.ms_downsample,
+            upsample=p.upsample,
+            spectral_norm=p.spectral_norm,
         )
     except ValueError as exc:
         raise WsiAugError(f"{where}: {exc}") from exc
