@@ -172,6 +172,8 @@ def _is_feature(item: Any) -> bool:
     if not isinstance(item, dict):
         return False
     kind = item.get("type")
+    if not isinstance(kind, str):  # any JSON value may stand there: a list is not hashable
+        return "geometry" in item
     return kind == "Feature" or "geometry" in item or kind in GEOMETRY_TYPES
 
 
