@@ -63,11 +63,15 @@ def test_eval_seg_summary_keeps_every_cached_configuration(seg_work2: WorkDir) -
     assert len(second.rows) == 1  # results.md: this call's configurations
     assert second.all_markdown is not None
     text = second.all_markdown.read_text()
-    assert "every cached configuration (3), by real_fraction" in text
-    body = [line for line in text.splitlines() if line.startswith("| ")][1:]
-    assert [line.split("|")[1].strip() for line in body] == ["0.5", "1", "1"]
+    # augmentation and stain normalisation are always shown: every ratio row is compared with
+    # the real-only row of the same augmentation
+    assert "every cached configuration (3), by augment, stain_normalize, real_fraction" in text
+    header, *body = [line for line in text.splitlines() if line.startswith("| ")]
+    col = [c.strip() for c in header.split("|")].index("real_fraction")
+    body = [line for line in body if not set(line) <= set("|- :")]  # not the separator row
+    assert [line.split("|")[col].strip() for line in body] == ["0.5", "1", "1"]
     assert "±" not in text  # one seed: no spread to show
-    assert (seg_work2.eval_seg / "all.csv").read_text().startswith("real_fraction,")
+    assert (seg_work2.eval_seg / "all.csv").read_text().startswith("augment,stain_normalize,real_fraction,")
 
 
 def test_broken_links_in_a_slide_folder_are_reported(tmp_path: Path, caplog) -> None:

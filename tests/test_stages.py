@@ -148,12 +148,12 @@ def test_cli_options_parse_into_params(tmp_path):
 
     cmd = _commands()["eval-seg"]
     ctx = cmd.make_context(
-        "eval-seg", ["--synthetic-ratio", "0,0.5", "--synthetic-ratio", "1", "--no-augment"]
+        "eval-seg", ["--synthetic-ratio", "0,0.5", "--synthetic-ratio", "1", "--augment", "none"]
     )
     values = {k: v for k, v in ctx.params.items() if k not in ("work", "force")}
     p = EvalSegParams.parse(_flatten_lists(EvalSegParams, values))
     assert p.synthetic_ratios == (0.0, 0.5, 1.0)
-    assert p.augment is False
+    assert p.augment == "none"
 
 
 def test_stores_hold_only_zarr(tiny_work, tmp_path):

@@ -17,11 +17,15 @@ import csv
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where a U-Net is trained
+    from wsi_aug.seg.train import TrainHistory
+    from wsi_aug.seg.unet import UNet
 
 METRICS = ("dice", "mean_dice", "iou", "obj_precision", "obj_recall", "obj_f1")
 METRIC_TITLES = {
@@ -74,10 +78,12 @@ def _fmt(v: Any) -> str:
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Rows of equal keys as a CSV file."""
+    """Rows as a CSV file: the columns of all rows in first-seen order, blank where missing
+    (per-seed rows of configurations cached by older versions lack newer columns)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(k for r in rows for k in r))
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer = csv.DictWriter(f, fieldnames=names, restval="")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: _fmt(v) if isinstance(v, float) else v for k, v in r.items()})
@@ -151,10 +157,21 @@ def all_configurations(
     keys = sorted({k for params, _ in entries for k in params} - {"synthetic_ratio"})
 
     def value(params: Mapping[str, Any], k: str) -> Any:
+        if k == "augment":  # the old bool keys: True colour, False none
+            v = params.get(k, True)
+            return ("colour" if v else "none") if isinstance(v, bool) else v
+        if k == "stain_normalize":  # absent from the key when off
+            return params.get(k, "none")
         v = params.get(k)
+        if k == "stain_sigma" and value(params, "augment") != "stain":
+            return "-"
         return ",".join(map(str, v)) if isinstance(v, list) else v
 
-    varying = [k for k in keys if len({repr(value(p, k)) for p, _ in entries}) > 1]
+    # Augmentation and normalisation always show: each ratio compares with the real-only row
+    # of the same two settings.
+    always = ["augment", "stain_normalize"]
+    keys = [k for k in keys if k not in always]
+    varying = always + [k for k in keys if len({repr(value(p, k)) for p, _ in entries}) > 1]
     rows = []
     for params, per_seed in entries:
         row = {k: value(params, k) for k in varying}
@@ -223,16 +240,51 @@ class SegData:
     test_y: np.ndarray
     synth_x: np.ndarray | None
     synth_y: np.ndarray | None
+    stain_normalize: str = "none"
+    stain_reference: int | None = None  # index into train_x (synth_x when no train patches)
+    stain_fallbacks: dict[str, int] = field(default_factory=dict)  # patches left as they were
 
     @classmethod
-    def load(cls, patches: Any, splits: Mapping[str, np.ndarray], synthetic: Any = None) -> SegData:
-        """From a patch store (with row indices per split) and an optional synthetic store."""
+    def load(
+        cls,
+        patches: Any,
+        splits: Mapping[str, np.ndarray],
+        synthetic: Any = None,
+        stain_normalize: str = "none",
+    ) -> SegData:
+        """From a patch store (with row indices per split) and an optional synthetic store;
+        with `stain_normalize` (macenko, reinhard) every patch normalised, see `normalized`."""
         images, masks = patches.read_all()
         sx = sy = None
         if synthetic is not None:
             sx, sy, _ = synthetic.read_all()
         tr, va, te = splits["train"], splits["val"], splits["test"]
-        return cls(images[tr], masks[tr], images[va], masks[va], images[te], masks[te], sx, sy)
+        data = cls(images[tr], masks[tr], images[va], masks[va], images[te], masks[te], sx, sy)
+        return data.normalized(stain_normalize) if stain_normalize != "none" else data
+
+    def normalized(self, method: str) -> SegData:
+        """A copy with every image stain-normalised to one reference training patch.
+
+        The reference is fitted on training data only: the train patch whose mean colour is
+        closest to the train split's median (`wsi_aug.seg.stain.reference_order`; the synthetic
+        set when the train split is empty). Failures per set are in ``stain_fallbacks``.
+        """
+        from wsi_aug.seg.stain import StainNormalizer
+
+        ref_set = self.train_x if len(self.train_x) or self.synth_x is None else self.synth_x
+        norm = StainNormalizer(method, ref_set)  # type: ignore[arg-type]
+        fallbacks: dict[str, int] = {}
+        sets = {"train": self.train_x, "val": self.val_x, "test": self.test_x}
+        if self.synth_x is not None:
+            sets["synthetic"] = self.synth_x
+        out: dict[str, np.ndarray] = {}
+        for name, x in sets.items():
+            out[name], fallbacks[name] = norm.normalize_stack(x)
+        return SegData(
+            out["train"], self.train_y, out["val"], self.val_y, out["test"], self.test_y,
+            out.get("synthetic"), self.synth_y,
+            stain_normalize=method, stain_reference=norm.reference, stain_fallbacks=fallbacks,
+        )
 
 
 def min_area_pixels(min_object_area: float, mpp: np.ndarray) -> np.ndarray:
@@ -270,7 +322,52 @@ def run_seed(
     test patch (see `wsi_aug.metrics.object_scores`).
     """
     from wsi_aug.metrics import segmentation_metrics
-    from wsi_aug.seg.train import crop_masks, predict, train_unet
+    from wsi_aug.seg.train import crop_masks, predict
+
+    model, hist, counts = train_seed(
+        data,
+        ratio=ratio,
+        seed=seed,
+        real_fraction=real_fraction,
+        samples_per_epoch=samples_per_epoch,
+        train_kwargs=train_kwargs,
+        progress=progress,
+    )
+    pred = predict(model, data.test_x, batch_size=train_kwargs.get("batch_size", 8))
+    scores = segmentation_metrics(
+        pred, crop_masks(data.test_y, pred.shape[1:]), min_area=min_area_px
+    )
+    return {
+        "synthetic_ratio": ratio,
+        "seed": seed,
+        "n_real": counts["n_real"],
+        "n_synthetic": counts["n_synthetic"],
+        "samples_per_epoch": counts["samples_per_epoch"],
+        "n_test": len(data.test_x),
+        "best_epoch": hist.best_epoch,
+        "best_val_dice": hist.best_val_dice,
+        **scores,
+        "seconds": hist.seconds,
+    }
+
+
+def train_seed(
+    data: SegData,
+    *,
+    ratio: float,
+    seed: int,
+    real_fraction: float,
+    samples_per_epoch: int | None,
+    train_kwargs: Mapping[str, Any],
+    progress: bool,
+) -> tuple[UNet, TrainHistory, dict[str, int]]:
+    """Draw the training data of (ratio, seed) and train one U-Net, selected on val Dice.
+
+    eval-seg (`run_seed`) and train-seg share it, so a kept model is the one eval-seg scored.
+    Returns the model, its history and the counts (n_real, n_synthetic, samples_per_epoch,
+    patch_size: the side the training patches were centre-cropped to).
+    """
+    from wsi_aug.seg.train import train_unet
 
     n_train = len(data.train_x)
     k_real = 0
@@ -309,19 +406,10 @@ def run_seed(
         desc=f"U-Net r={ratio:g} seed {seed}",
         **train_kwargs,
     )
-    pred = predict(model, data.test_x, batch_size=train_kwargs.get("batch_size", 8))
-    scores = segmentation_metrics(
-        pred, crop_masks(data.test_y, pred.shape[1:]), min_area=min_area_px
-    )
-    return {
-        "synthetic_ratio": ratio,
-        "seed": seed,
+    counts = {
         "n_real": int(k_real),
         "n_synthetic": int(n_synth),
         "samples_per_epoch": int(n_samples),
-        "n_test": len(data.test_x),
-        "best_epoch": hist.best_epoch,
-        "best_val_dice": hist.best_val_dice,
-        **scores,
-        "seconds": hist.seconds,
+        "patch_size": int(size),
     }
+    return model, hist, counts

@@ -3,20 +3,29 @@
 Works on whole batches of torch tensors (on the training device) so it keeps up with a GPU and is
 quick on a CPU: flips and 90-degree rotations, an affine transform (rotation, shift, zoom) and an
 elastic deformation are folded into one sampling grid per image (``grid_sample``: bilinear for the
-image, nearest for the mask, so masks stay binary); then brightness, contrast and hue jitter, blur
-and noise act on the image alone. Every random choice comes from the caller's numpy Generator.
+image, nearest for the mask, so masks stay binary); then HED stain jitter (`wsi_aug.seg.stain`, off
+by default), brightness, contrast and hue jitter, blur and noise act on the image alone. Every
+random choice comes from the caller's numpy Generator.
+
+`augment_config` names the presets eval-seg offers: none, geometric, colour (the default
+configuration) and stain (colour plus HED jitter).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from wsi_aug.imaging import dihedral_matrix, upsample_displacement
+from wsi_aug.seg.stain import hed_jitter
+
+AugmentName = Literal["none", "geometric", "colour", "stain"]
+AUGMENT_NAMES: tuple[AugmentName, ...] = ("none", "geometric", "colour", "stain")
 
 # RGB <-> YIQ: hue jitter is a rotation of the chroma plane (I, Q), which keeps luma.
 _YIQ = np.array(
@@ -45,13 +54,31 @@ class AugmentConfig:
     blur_sigma: float = 1.2  # pixels, uniform in [0.3, blur_sigma]
     p_noise: float = 0.2
     noise_std: float = 0.03  # in [0, 1] intensity units, uniform in [0, noise_std]
+    stain_sigma: float = 0.0  # HED jitter (Tellez et al. 2019): 0.05 light, 0.2 strong; 0 off
 
     def geometry_only(self) -> AugmentConfig:
         """The same geometry with all intensity changes off (for alignment checks)."""
-        return replace(self, brightness=0.0, contrast=0.0, hue=0.0, p_blur=0.0, p_noise=0.0)
+        return replace(
+            self, brightness=0.0, contrast=0.0, hue=0.0, p_blur=0.0, p_noise=0.0, stain_sigma=0.0
+        )
 
 
 DEFAULT = AugmentConfig()
+
+
+def augment_config(name: AugmentName, stain_sigma: float = 0.05) -> AugmentConfig | None:
+    """A named preset: None (no augmentation), geometric (`DEFAULT.geometry_only`: flips,
+    rotations, affine, elastic), colour (`DEFAULT`: geometric plus brightness, contrast, hue,
+    blur and noise) or stain (colour plus HED jitter of strength `stain_sigma`)."""
+    if name == "none":
+        return None
+    if name == "geometric":
+        return DEFAULT.geometry_only()
+    if name == "colour":
+        return DEFAULT
+    if name == "stain":
+        return replace(DEFAULT, stain_sigma=float(stain_sigma))
+    raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENT_NAMES)}")
 
 
 def _geometry_matrices(
@@ -122,9 +149,15 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _colour(x: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
-    """Hue, contrast and brightness jitter, blur and noise on (N, 3, H, W) images in [0, 1]."""
+    """HED, hue, contrast and brightness jitter, blur and noise on (N, 3, H, W) images in [0, 1].
+
+    The stain jitter draws from `rng` only when it is on, so the other draws (and so the
+    results of configurations without it) are as they were before it existed.
+    """
     n = x.shape[0]
     dev = x.device
+    if cfg.stain_sigma > 0:
+        x = hed_jitter(x, rng, cfg.stain_sigma)
     if cfg.hue > 0:
         angles = rng.uniform(-cfg.hue, cfg.hue, n) * 2 * math.pi
         mats = np.empty((n, 3, 3))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from wsi_aug.device import resolve_device
 from wsi_aug.metrics import dice
-from wsi_aug.seg.augment import DEFAULT, AugmentConfig, augment_batch
+from wsi_aug.seg.augment import DEFAULT, AugmentConfig, AugmentName, augment_batch, augment_config
 from wsi_aug.seg.unet import UNet, center_crop, normalize, to_input, to_unit
 
 Sampler = Callable[[np.random.Generator], Sequence[int]]
@@ -38,6 +38,15 @@ class TrainHistory:
 
 def _device(device: torch.device | str | None) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device or "auto")
+
+
+def _augment(augment: bool | AugmentName | AugmentConfig) -> AugmentConfig | None:
+    """The augmentation `train_unet` applies: True colour, False none, a preset name, a config."""
+    if isinstance(augment, AugmentConfig):
+        return augment
+    if isinstance(augment, bool):
+        return DEFAULT if augment else None
+    return augment_config(augment)
 
 
 def epoch_indices(n: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -59,7 +68,7 @@ def train_unet(
     depth: int = 5,
     batch_norm: bool = False,
     padding: str = "same",
-    augment: bool | AugmentConfig = True,
+    augment: bool | AugmentName | AugmentConfig = True,
     seed: int = 0,
     device: torch.device | str = "auto",
     samples_per_epoch: int | None = None,
@@ -72,6 +81,8 @@ def train_unet(
     Each epoch visits ``samples_per_epoch`` samples (default: every training patch once), chosen
     by ``sampler(rng)`` when given (eval-seg uses it to mix real and synthetic patches). Returns
     the model holding the weights of the epoch with the best validation Dice, and the history.
+    ``augment``: True is the colour preset (`wsi_aug.seg.augment.DEFAULT`), False none, a preset
+    name (`augment_config`) or a configuration.
     """
     if epochs < 1:
         raise ValueError("epochs must be at least 1")
@@ -88,7 +99,7 @@ def train_unet(
             f"{size}-px patches are too small for a depth-{depth} valid U-Net; use padding 'same'"
         )
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    cfg = (DEFAULT if augment is True else augment) if augment else None
+    cfg = _augment(augment)
     n_samples = samples_per_epoch or len(train_images)
     history = TrainHistory()
     best_state: dict[str, torch.Tensor] | None = None

@@ -23,26 +23,14 @@ MADE_BY = "wsi-aug eval-seg"
 _PER_SEED = "per_seed"
 
 
-class EvalSegParams(StageParams):
-    """The sweep (ratios, seeds, real fraction), the U-Net and its training, and the scoring."""
+class SegTrainingParams(StageParams):
+    """How one U-Net is trained: shared by eval-seg and train-seg, so each default lives once."""
 
-    stage = NAME
-
-    synthetic_ratios: tuple[float, ...] = param(
-        (0.5,),
-        "Fraction of synthetic training samples (0 real only, 1 synthetic only); repeat it or "
-        "give a comma list (0,0.5,1) for a sweep.",
-        cli="--synthetic-ratio",
-        min_length=1,
-    )
     real_fraction: float = param(
         1.0,
         "Keep only this fraction of the real training patches (chosen with the seed).",
         gt=0,
         le=1,
-    )
-    seeds: int = param(
-        3, "U-Nets per ratio (seeds --seed, --seed+1, ...); mean and std are reported.", ge=1
     )
     seed: int = param(0, "The first seed.", ge=0)
     epochs: int = param(50, "Training epochs of each U-Net.", ge=1)
@@ -56,7 +44,54 @@ class EvalSegParams(StageParams):
     padding: Literal["same", "valid"] = param(
         "same", "'valid' is the unpadded U-Net: smaller output, targets centre-cropped."
     )
-    augment: bool = param(True, "Train with data augmentation (geometric and colour).")
+    # Classical baselines (issue #9): augmentation preset and stain normalisation.
+    augment: Literal["none", "geometric", "colour", "stain"] = param(
+        "colour",
+        "Training augmentation: none; geometric (flips, 90° rotations, affine, elastic); colour "
+        "(geometric + brightness, contrast, hue, blur, noise); stain (colour + HED stain jitter, "
+        "Tellez et al. 2019). true/false in pipeline files mean colour/none.",
+    )
+    stain_sigma: float = param(
+        0.05,
+        "Strength of --augment stain: each H, E, D density becomes s * U(1-σ, 1+σ) + U(-σ, σ) "
+        "(0.05 Tellez's HED-light, 0.2 HED-strong).",
+        gt=0,
+        le=1,
+    )
+    device: str = param(
+        "auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda ...", key=False
+    )
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _old_augment(cls, v: Any) -> Any:
+        """Pipeline files and work folders of before the presets said true/false."""
+        if isinstance(v, bool):
+            return "colour" if v else "none"
+        return v
+
+
+class EvalSegParams(SegTrainingParams):
+    """The sweep (ratios, seeds), stain normalisation and the scoring; the training is
+    `SegTrainingParams`'s."""
+
+    stage = NAME
+
+    synthetic_ratios: tuple[float, ...] = param(
+        (0.5,),
+        "Fraction of synthetic training samples (0 real only, 1 synthetic only); repeat it or "
+        "give a comma list (0,0.5,1) for a sweep.",
+        cli="--synthetic-ratio",
+        min_length=1,
+    )
+    seeds: int = param(
+        3, "U-Nets per ratio (seeds --seed, --seed+1, ...); mean and std are reported.", ge=1
+    )
+    stain_normalize: Literal["none", "macenko", "reinhard"] = param(
+        "none",
+        "Normalise the stain of every patch (train, val, test, synthetic) to one reference train "
+        "patch (the one whose mean colour is closest to the train median) with torchstain.",
+    )
     min_object_area: float = param(
         1000.0,
         "Object precision/recall/F1 count only components of at least this area in µm² (holes "
@@ -64,9 +99,6 @@ class EvalSegParams(StageParams):
         "clean-up.",
         ge=0,
         allow_inf_nan=False,
-    )
-    device: str = param(
-        "auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda ...", key=False
     )
 
     @field_validator("synthetic_ratios")
@@ -154,14 +186,34 @@ def _check(patches: Any, splits: Mapping[str, Any], p: EvalSegParams) -> None:
 def config_params(p: EvalSegParams, ratio: float) -> dict[str, Any]:
     """What defines one configuration (its cache key): the ratio and the shared settings."""
     d = p.key_dict()
-    return {
+    key = {
         "synthetic_ratio": float(ratio),
         "real_fraction": p.real_fraction,
         "seeds": list(range(p.seed, p.seed + p.seeds)),
         **{k: d[k] for k in ("epochs", "samples_per_epoch", "batch_size", "lr", "width")},
         "depth": 5,
-        **{k: d[k] for k in ("batch_norm", "padding", "augment", "min_object_area")},
+        **{k: d[k] for k in ("batch_norm", "padding", "min_object_area")},
+        "augment": augment_key(p.augment),
     }
+    # Only where they matter, so that the keys of configurations cached before they existed hold.
+    if p.augment == "stain":
+        key["stain_sigma"] = p.stain_sigma
+    if p.stain_normalize != "none":
+        key["stain_normalize"] = p.stain_normalize
+    return key
+
+
+def augment_key(name: str) -> bool | str:
+    """The augmentation as a cache-key value: the presets that were the old bool stay a bool
+    (colour True, none False) so their cached configurations stay valid; the others are names."""
+    return {"colour": True, "none": False}.get(name, name)
+
+
+def augment_name(value: Any) -> str:
+    """The preset name of a cache-key value (`augment_key`'s inverse), for tables."""
+    if isinstance(value, bool):
+        return "colour" if value else "none"
+    return str(value)
 
 
 def _train_config(
@@ -179,13 +231,17 @@ def _train_config(
 
     from wsi_aug import store
     from wsi_aug.eval_seg import run_seed, summary_row, write_csv, write_outputs
+    from wsi_aug.seg.augment import augment_config
 
     ratio = cfg["synthetic_ratio"]
+    aug = augment_config(p.augment, p.stain_sigma)
     train_kwargs = {
         **{k: cfg[k] for k in ("epochs", "batch_size", "lr", "width", "batch_norm", "padding")},
-        "augment": cfg["augment"],
+        "augment": aug if aug is not None else False,
         "device": device,
     }
+    # Patches the stain normaliser left as they were (too little tissue, a numerical failure).
+    extra = {"stain_fallbacks": sum(data.stain_fallbacks.values())} if data.stain_fallbacks else {}
     with store.build_stage(
         path, stage=NAME, params=cfg, inputs=inputs, resumable=True, files=path.with_suffix("")
     ) as b:
@@ -202,13 +258,19 @@ def _train_config(
                     min_area_px=min_area_px,
                     train_kwargs=train_kwargs,
                     progress=progress,
-                )
+                ) | extra
                 g.attrs["seed_rows"] = json.dumps(done)
         per_seed = [done[str(s)] for s in cfg["seeds"]]
         store.write_table(g, _PER_SEED, {k: [r[k] for r in per_seed] for k in per_seed[0]})
         summary = summary_row(ratio, per_seed)
         g.attrs["summary"] = json.dumps(summary)  # JSON text: NaN-safe
         g.attrs["device"] = str(device)
+        if data.stain_normalize != "none":
+            g.attrs["stain_normalize"] = json.dumps({
+                "method": data.stain_normalize,
+                "reference_train_index": data.stain_reference,
+                "fallbacks": data.stain_fallbacks,
+            })
         assert b.files is not None
         write_outputs(b.files, [summary], f"eval-seg, synthetic ratio {ratio:g}")
         write_csv(per_seed, b.files / "per_seed.csv")
@@ -262,16 +324,20 @@ def eval_seg(
         path = config_path(folder, cfg)
         res = store.cached_result(path, stage=NAME, params=cfg, inputs=inputs, force=force)
         if res is None:
-            data = data or SegData.load(patches, splits, synth)
+            data = data or SegData.load(patches, splits, synth, p.stain_normalize)
+            if report is not None and data.stain_fallbacks and any(data.stain_fallbacks.values()):
+                report(f"{p.stain_normalize}: patches left unnormalised {data.stain_fallbacks}")
             _train_config(path, cfg, inputs, data, p, min_area_px, device, progress)
             res = StageResult(path, False, store.read_meta(path) or {})
         per_seed = read_per_seed(path)
         results.append(res)
         per_seed_all += per_seed
         rows.append(summary_row(ratio, per_seed))
+    stain = f" (σ {p.stain_sigma:g})" if p.augment == "stain" else ""
     title = (
         f"eval-seg: {p.seeds} seed(s), {p.epochs} epochs, width {p.width:g}, "
-        f"real fraction {p.real_fraction:g}, objects >= {p.min_object_area:g} µm²"
+        f"real fraction {p.real_fraction:g}, objects >= {p.min_object_area:g} µm², "
+        f"augment {p.augment}{stain}, stain normalisation {p.stain_normalize}"
     )
     out = write_outputs(folder, rows, title)
     write_csv(per_seed_all, folder / "results_per_seed.csv")
