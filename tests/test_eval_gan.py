@@ -11,6 +11,7 @@ from tests.factories import make_tiny_work
 from tests.test_eval_seg import copy_work, make_fake_synthetic
 from wsi_aug.errors import StageMissingError
 from wsi_aug.eval_gan import (
+    FLOOR,
     image_set_metrics,
     otsu_structure_map,
     structure_function,
@@ -85,13 +86,16 @@ def test_eval_gan_writes_results_and_is_cached(gan_work: WorkDir) -> None:
     res = eval_gan(gan_work.root, **TINY)
     assert not res.cached
     out = gan_work.eval_gan
-    for name in ("results.csv", "results.md", "grid.png"):
+    for name in ("results.csv", "results.md", "grid.png", "spectrum.png"):
         assert (out / name).is_file(), name
     assert (out / "unet.safetensors").is_file() and res.store.path == gan_work.store("eval-gan")
     m = res.metrics
     for key in ("l1_ratio", "ms_ssim_div_ratio", "structure_iou", "mask_dice", "rgb_emd",
-                "he_emd", "frechet_unet"):
+                "he_emd", "frechet_unet", "c2st_accuracy", "c2st_low", "c2st_high",
+                "spectrum_distance", "spectrum_hf_ratio", "spectrum_peak_freq"):
         assert np.isfinite(m[key]), key
+    assert list(res.sets) == [gan_work.root.name, FLOOR]  # one set and the floor row
+    assert m["c2st_low"] <= m["c2st_accuracy"] <= m["c2st_high"]
     assert 0.5 < m["l1_ratio"] < 2.0  # noisy copies of real patches are about as diverse
     assert m["structure_iou"] > 0.5  # the same thresholding on near-identical images
     assert "otsu-fallback" not in res.notes["structure_iou"]
