@@ -19,6 +19,8 @@ MODULES: dict[str, str] = {
     "synthesize": "wsi_aug.stages.synthesize",
     "eval-seg": "wsi_aug.stages.eval_seg",
     "eval-gan": "wsi_aug.stages.eval_gan",
+    "train-seg": "wsi_aug.stages.train_seg",
+    "segment": "wsi_aug.stages.segment",
     "export": "wsi_aug.stages.export",
 }
 NAMES: tuple[str, ...] = tuple(MODULES)
