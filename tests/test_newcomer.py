@@ -71,7 +71,8 @@ def test_eval_seg_summary_keeps_every_cached_configuration(seg_work2: WorkDir) -
     body = [line for line in body if not set(line) <= set("|- :")]  # not the separator row
     assert [line.split("|")[col].strip() for line in body] == ["0.5", "1", "1"]
     assert "±" not in text  # one seed: no spread to show
-    assert (seg_work2.eval_seg / "all.csv").read_text().startswith("augment,stain_normalize,real_fraction,")
+    all_csv = (seg_work2.eval_seg / "all.csv").read_text()
+    assert all_csv.startswith("augment,stain_normalize,real_fraction,")
 
 
 def test_broken_links_in_a_slide_folder_are_reported(tmp_path: Path, caplog) -> None:
