@@ -11,7 +11,7 @@ from wsi_aug.options import force_option, report_result, show_library_log
 from wsi_aug.stages.registry import NAMES
 
 DEMO_WORK = Path("wsi-aug-work/demo")
-DEMO_MINUTES = {"quick": "under 3 minutes", "full": "about 5 minutes"}  # measured: README
+DEMO_MINUTES = {"quick": "about 4 minutes", "full": "more than 5 minutes"}  # measured: README
 
 
 def _print_outputs(runs: list[Any]) -> None:
