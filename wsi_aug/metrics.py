@@ -13,6 +13,7 @@ Conventions: a mask is any array whose non-zero pixels are foreground; where a r
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +24,24 @@ from scipy.optimize import linear_sum_assignment
 
 # --- segmentation -------------------------------------------------------------------------------
 
+
+
+Z95 = 1.959963984540054  # the two-sided 95 % normal quantile
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (95 % by default) of ``k`` successes in ``n``; NaN for n = 0.
+
+    Used for every accuracy the project reports with an interval (the C2ST of eval-gan, the
+    perception test), so that both read alike.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 def _binary_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, t = np.asarray(pred) != 0, np.asarray(target) != 0

@@ -18,7 +18,6 @@ import csv
 import html
 import io
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from wsi_aug.errors import WsiAugError
+from wsi_aug.metrics import wilson_interval
 
 COLUMNS = ("trial", "patch_id", "truth", "answer", "ms", "viewer")
 """The columns of the answers CSV the page offers (``truth`` and ``answer``: real / synthetic)."""
 LABELS = ("real", "synthetic")
-Z95 = 1.959963984540054
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion k/n (95 % by default); (0, 1) for n = 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The Wilson 95 % interval of k/n, (0, 1) for n = 0 (no answers: nothing is excluded)."""
+    return (0.0, 1.0) if n <= 0 else wilson_interval(k, n)
 
 
 @dataclass(frozen=True)

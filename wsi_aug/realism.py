@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from wsi_aug.metrics import wilson_interval
+
 View = Literal["crop", "resize"]
 HF_CUTOFF = 0.25  # cycles/px: the "high-frequency" share is the power above this
 MIN_RING = 0.25  # a radial bin is kept where this share of its ring lies inside the spectrum
@@ -46,17 +48,6 @@ def real_halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
 
 
 # --- classifier two-sample test -----------------------------------------------------------------
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval (95 % by default) of a proportion of ``k`` successes in ``n``."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
