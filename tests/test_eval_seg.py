@@ -140,6 +140,24 @@ def test_tiny_sweep_writes_results_and_is_cached(seg_work: WorkDir) -> None:
 
 
 @pytest.mark.slow
+def test_keep_models_keeps_the_best_seed_for_segment(seg_work: WorkDir, tmp_path: Path) -> None:
+    from wsi_aug.seg.apply import load_model
+
+    work = copy_work(seg_work, tmp_path / "work")
+    res = eval_seg(work.root, synthetic_ratios=[0.0], seeds=2, keep_models=True, **TINY)
+    files = res.stores[0].path.with_suffix("")
+    assert sorted(p.name for p in files.glob("*.safetensors")) == ["model.safetensors"]
+    _, spec = load_model(files / "model.safetensors")
+    best = max(res.per_seed, key=lambda r: r["best_val_dice"])
+    assert spec.seed == best["seed"] and spec.val_dice == pytest.approx(best["best_val_dice"])
+    assert spec.mpp == pytest.approx(float(np.median(PatchStore.open(work.root).table.mpp)))
+    assert spec.patch_size == PatchStore.open(work.root).size
+    # Without --keep-models the same sweep is another configuration, and keeps nothing.
+    plain = eval_seg(work.root, synthetic_ratios=[0.0], seeds=2, **TINY)
+    assert not plain.cached and not list(plain.stores[0].path.with_suffix("").glob("*.safetensors"))
+
+
+@pytest.mark.slow
 def test_real_fraction_keeps_part_of_the_train_split(seg_work: WorkDir) -> None:
     res = eval_seg(seg_work.root, synthetic_ratios=[0.0], seeds=1, real_fraction=0.5, **TINY)
     full = len(PatchStore.open(seg_work.root).select("train"))

@@ -160,6 +160,39 @@ def test_bad_slide_is_skipped_and_reported(shapes_slide, stand_in, tmp_path):
     assert "skipped" in res.text
 
 
+def test_adding_a_slide_segments_only_the_new_one(shapes_slide, stand_in, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from wsi_aug.stages.segment import segment
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(shapes_slide, folder / "a.png")
+    opts = {"model": stand_in, "slide_mpp": 1.0, "min_object_area": 100.0, "overlay": True,
+            "progress": False, "device": "cpu"}
+    first = segment(tmp_path / "w", inputs=(folder,), **opts)
+    geojson = (tmp_path / "w" / "segment" / "a.geojson").read_text()
+    Image.open(shapes_slide).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.png")
+    said: list[str] = []
+    second = segment(tmp_path / "w", inputs=(folder,), report=said.append, **opts)
+    assert not second.cached and [r["slide"] for r in second.rows] == ["a.png", "b.png"]
+    assert any("a.png: unchanged" in m for m in said)
+    assert not any("b.png: unchanged" in m for m in said)
+    a, b = second.rows
+    assert a["seconds"] == first.rows[0]["seconds"]  # the row of the first run, not a new one
+    assert a["objects"] == b["objects"] == 3
+    out = tmp_path / "w" / "segment"
+    assert (out / "a.geojson").read_text() == geojson
+    for name in ("a.overlay.png", "b.overlay.png", "b.geojson"):
+        assert (out / name).is_file()
+    # another setting: every slide again
+    said.clear()
+    segment(tmp_path / "w", inputs=(folder,), report=said.append, **{**opts, "overlap": 0.5})
+    assert not any("unchanged" in m for m in said)
+
+
 def test_corrupt_model_is_one_line_error(shapes_slide, stand_in, tmp_path):
     from wsi_aug.stages.segment import segment
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -315,11 +315,13 @@ def run_seed(
     min_area_px: float | np.ndarray,
     train_kwargs: Mapping[str, Any],
     progress: bool,
+    keep: Callable[[UNet, TrainHistory, dict[str, int]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one U-Net for (ratio, seed) and score it on the real test split.
 
     ``min_area_px``: the object scores' minimum component area in pixels, a number or one per
-    test patch (see `wsi_aug.metrics.object_scores`).
+    test patch (see `wsi_aug.metrics.object_scores`). ``keep`` is given the trained model, its
+    history and counts (eval-seg --keep-models saves it).
     """
     from wsi_aug.metrics import segmentation_metrics
     from wsi_aug.seg.train import crop_masks, predict
@@ -333,6 +335,8 @@ def run_seed(
         train_kwargs=train_kwargs,
         progress=progress,
     )
+    if keep is not None:
+        keep(model, hist, counts)
     pred = predict(model, data.test_x, batch_size=train_kwargs.get("batch_size", 8))
     scores = segmentation_metrics(
         pred, crop_masks(data.test_y, pred.shape[1:]), min_area=min_area_px

@@ -100,6 +100,11 @@ class EvalSegParams(SegTrainingParams):
         ge=0,
         allow_inf_nan=False,
     )
+    keep_models: bool = param(
+        False,
+        "Keep each configuration's best U-Net (of its seeds, by validation Dice) as "
+        "eval-seg/<configuration>/model.safetensors, ready for `wsi-aug segment --model`.",
+    )
 
     @field_validator("synthetic_ratios")
     @classmethod
@@ -200,6 +205,8 @@ def config_params(p: EvalSegParams, ratio: float) -> dict[str, Any]:
         key["stain_sigma"] = p.stain_sigma
     if p.stain_normalize != "none":
         key["stain_normalize"] = p.stain_normalize
+    if p.keep_models:  # a configuration without its models cannot be reused as one with them
+        key["keep_models"] = True
     return key
 
 
@@ -225,8 +232,10 @@ def _train_config(
     min_area_px: Any,
     device: Any,
     progress: bool,
+    mpp: float,
 ) -> None:
-    """Train and score one configuration's seeds into its (resumable) store."""
+    """Train and score one configuration's seeds into its (resumable) store (``mpp``: the
+    patches' pixel size, recorded with kept models)."""
     import json
 
     from wsi_aug import store
@@ -246,9 +255,12 @@ def _train_config(
         path, stage=NAME, params=cfg, inputs=inputs, resumable=True, files=path.with_suffix("")
     ) as b:
         g = b.group
+        assert b.files is not None
+        files = b.files
         done = json.loads(str(g.attrs.get("seed_rows", "{}")))  # resumes an interrupted run
         for s in cfg["seeds"]:
             if str(s) not in done:
+                keep = _keeper(files / f"seed-{s}.safetensors", mpp, p, inputs, ratio, s)
                 done[str(s)] = run_seed(
                     data,
                     ratio=ratio,
@@ -258,9 +270,12 @@ def _train_config(
                     min_area_px=min_area_px,
                     train_kwargs=train_kwargs,
                     progress=progress,
+                    keep=keep if p.keep_models else None,
                 ) | extra
                 g.attrs["seed_rows"] = json.dumps(done)
         per_seed = [done[str(s)] for s in cfg["seeds"]]
+        if p.keep_models:
+            _keep_best(files, per_seed)
         store.write_table(g, _PER_SEED, {k: [r[k] for r in per_seed] for k in per_seed[0]})
         summary = summary_row(ratio, per_seed)
         g.attrs["summary"] = json.dumps(summary)  # JSON text: NaN-safe
@@ -271,9 +286,46 @@ def _train_config(
                 "reference_train_index": data.stain_reference,
                 "fallbacks": data.stain_fallbacks,
             })
-        assert b.files is not None
-        write_outputs(b.files, [summary], f"eval-seg, synthetic ratio {ratio:g}")
-        write_csv(per_seed, b.files / "per_seed.csv")
+        write_outputs(files, [summary], f"eval-seg, synthetic ratio {ratio:g}")
+        write_csv(per_seed, files / "per_seed.csv")
+
+
+def _keeper(
+    path: Path, mpp: float, p: EvalSegParams, inputs: dict[str, str], ratio: float, seed: int
+) -> Callable[[Any, Any, dict[str, int]], None]:
+    """Saves one seed's trained U-Net as a model `segment` can apply (--keep-models)."""
+
+    def keep(model: Any, hist: Any, counts: dict[str, int]) -> None:
+        from wsi_aug.seg.apply import save_model
+        from wsi_aug.stages.train_seg import model_spec
+
+        spec = model_spec(
+            counts,
+            mpp=mpp,
+            params=p,
+            threshold=0.5,
+            val_dice=float(hist.best_val_dice),
+            trained_on=dict(inputs),
+            synthetic_ratio=ratio,
+            seed=seed,
+        )
+        save_model(model, spec, path)
+
+    return keep
+
+
+def _keep_best(files: Path, per_seed: list[dict[str, Any]]) -> None:
+    """Keep the seed with the best validation Dice as ``model.safetensors``; drop the others."""
+    import math
+
+    def score(r: dict[str, Any]) -> float:
+        v = float(r["best_val_dice"])
+        return v if not math.isnan(v) else -1.0
+
+    best = max(per_seed, key=score)
+    (files / f"seed-{best['seed']}.safetensors").replace(files / "model.safetensors")
+    for r in per_seed:
+        (files / f"seed-{r['seed']}.safetensors").unlink(missing_ok=True)
 
 
 def eval_seg(
@@ -327,7 +379,10 @@ def eval_seg(
             data = data or SegData.load(patches, splits, synth, p.stain_normalize)
             if report is not None and data.stain_fallbacks and any(data.stain_fallbacks.values()):
                 report(f"{p.stain_normalize}: patches left unnormalised {data.stain_fallbacks}")
-            _train_config(path, cfg, inputs, data, p, min_area_px, device, progress)
+            import numpy as np
+
+            mpp = float(np.median(patches.table.mpp))
+            _train_config(path, cfg, inputs, data, p, min_area_px, device, progress, mpp)
             res = StageResult(path, False, store.read_meta(path) or {})
         per_seed = read_per_seed(path)
         results.append(res)

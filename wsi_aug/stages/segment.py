@@ -325,16 +325,14 @@ def segment(
     wd = store.WorkDir(Path(work))
     wd.check_layout(force)
     model_path, kind, model_fp = resolve_model(wd.root, p.model)
-    inputs = {
-        "model": model_fp,
-        "slides": {
-            str(e.slide.resolve()): [
-                store.fingerprint_file(e.slide),
-                store.fingerprint_file(e.annotation) if e.annotation is not None else None,
-            ]
-            for e in entries
-        },
+    slide_fps = {
+        str(e.slide.resolve()): [
+            store.fingerprint_file(e.slide),
+            store.fingerprint_file(e.annotation) if e.annotation is not None else None,
+        ]
+        for e in entries
     }
+    inputs = {"model": model_fp, "slides": slide_fps}
     path = wd.store(NAME)
     hit = store.cached_result(path, stage=NAME, params=p.key_dict(), inputs=inputs, force=force)
     if hit is not None:
@@ -344,15 +342,28 @@ def segment(
     model.to(device)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
+    keys = {
+        str(e.slide.resolve()): slide_key(model_fp, p.key_dict(), fps)
+        for e, fps in zip(entries, slide_fps.values())
+    }
+    before = _previous(path, wd.files(NAME)) if not force else {}
     with store.build_stage(
         path, stage=NAME, params=p.key_dict(), inputs=inputs, files=wd.files(NAME)
     ) as b:
         assert b.files is not None
         for e, stem in zip(entries, _names([e.slide for e in entries])):
+            key = keys[str(e.slide.resolve())]
+            reused = _reuse(before.get(key), e.slide, stem, p, b.files)
+            if reused is not None:  # the same slide, model and settings: last run's files
+                rows.append(reused)
+                if report is not None:
+                    report(f"segment: {reused['slide']}: unchanged, kept from the last run")
+                continue
             try:
                 row = _segment_one(
                     e.slide, e.annotation, stem, model, spec, p, device, b.files, progress
                 )
+                row["key"], row["stem"] = key, stem
             except WsiAugError as exc:
                 msg = SlideMessage.of_error(exc, e.slide, e.annotation)
                 skipped.append(msg)
@@ -374,6 +385,53 @@ def segment(
         b.group.attrs["overall"] = json.dumps(overall)
         b.group.attrs["model"] = {"path": str(model_path), "spec": json.loads(spec.to_json())}
     return _from_store(path, False)
+
+
+def slide_key(model: str, params: dict[str, Any], slide: Any) -> str:
+    """What one slide's output depends on: the model, the settings, the slide (+ annotations)."""
+    from wsi_aug import store
+
+    return store.fingerprint_value({"model": model, "params": params, "slide": slide})
+
+
+def _outputs(stem: str, p: SegmentParams) -> list[str]:
+    """The file names written for one slide."""
+    names = [f"{stem}.geojson"] if "geojson" in p.formats else []
+    names += [f"{stem}.xml"] if "asap" in p.formats else []
+    names += [f"{stem}.mask.png", f"{stem}.overlay.png"] if p.overlay else []
+    return names
+
+
+def _previous(path: Path, files: Path) -> dict[str, dict[str, Any]]:
+    """The last complete run's rows by slide key (empty when there is none to reuse)."""
+    from wsi_aug import store
+
+    if not store.is_complete(path):
+        return {}
+    try:
+        rows = _from_store(path, True).rows
+    except (WsiAugError, KeyError, OSError, ValueError):
+        return {}
+    return {
+        str(r["key"]): {**r, "_files": files} for r in rows if r.get("key") and r.get("stem")
+    }
+
+
+def _reuse(
+    old: dict[str, Any] | None, slide: Path, stem: str, p: SegmentParams, folder: Path
+) -> dict[str, Any] | None:
+    """Copy a slide's files from the last run into `folder` under `stem`; its row, or None."""
+    import shutil
+
+    if old is None:
+        return None
+    src = [old["_files"] / n for n in _outputs(str(old["stem"]), p)]
+    if not all(f.is_file() for f in src):
+        return None
+    for f, name in zip(src, _outputs(stem, p)):
+        shutil.copy2(f, folder / name)
+    row = {k: v for k, v in old.items() if not k.startswith("_")}
+    return row | {"slide": slide.name, "path": str(slide), "stem": stem}
 
 
 def _from_store(path: Path, cached: bool) -> SegmentResult:

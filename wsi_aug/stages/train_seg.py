@@ -111,6 +111,35 @@ class SegModelStore(StageStore):
         return model, spec
 
 
+def model_spec(
+    counts: dict[str, int],
+    *,
+    mpp: float,
+    params: SegTrainingParams,
+    threshold: float,
+    val_dice: float,
+    trained_on: dict[str, str],
+    synthetic_ratio: float,
+    seed: int,
+) -> ModelSpec:
+    """How to apply a U-Net trained with `params` (train-seg and eval-seg --keep-models)."""
+    from wsi_aug.seg.apply import ModelSpec
+
+    return ModelSpec(
+        patch_size=counts["patch_size"],
+        mpp=mpp,
+        padding=params.padding,
+        depth=5,
+        width=float(params.width),
+        batch_norm=bool(params.batch_norm),
+        threshold=threshold,
+        val_dice=val_dice,
+        trained_on=trained_on,
+        synthetic_ratio=synthetic_ratio,
+        seed=seed,
+    )
+
+
 def train_seg(
     work: str | Path,
     params: TrainSegParams | None = None,
@@ -128,7 +157,7 @@ def train_seg(
     from wsi_aug.device import resolve_device
     from wsi_aug.eval_seg import SegData, train_seed
     from wsi_aug.metrics import dice
-    from wsi_aug.seg.apply import ModelSpec, save_model
+    from wsi_aug.seg.apply import save_model
     from wsi_aug.seg.augment import augment_config
     from wsi_aug.seg.train import crop_masks, predict
     from wsi_aug.stages.extract import PatchStore
@@ -179,13 +208,10 @@ def train_seg(
     if len(data.test_x):
         pred = predict(model, data.test_x, batch_size=p.batch_size)
         test_dice = dice(pred, crop_masks(data.test_y, pred.shape[1:]))
-    spec = ModelSpec(
-        patch_size=counts["patch_size"],
+    spec = model_spec(
+        counts,
         mpp=float(np.median(patches.table.mpp)),
-        padding=p.padding,
-        depth=5,
-        width=float(p.width),
-        batch_norm=bool(p.batch_norm),
+        params=p,
         threshold=float(p.threshold),
         val_dice=float(hist.best_val_dice),
         trained_on=dict(inputs),
