@@ -114,6 +114,22 @@ def test_train_unet_and_predict() -> None:
     assert again.train_loss == hist.train_loss  # the seed fixes everything
 
 
+def test_bf16_training_runs_in_bf16_and_stays_out_of_fp32_keys() -> None:
+    from wsi_aug.stages.eval_seg import EvalSegParams, config_params
+
+    x, y = _toy_data(8)
+    kw = dict(epochs=2, batch_size=4, lr=1e-3, width=TINY, seed=0, device="cpu", progress=False)
+    _, fp32 = train_unet(x[:6], y[:6], x[6:], y[6:], **kw)
+    model, bf16 = train_unet(x[:6], y[:6], x[6:], y[6:], precision="bf16", **kw)
+    assert all(np.isfinite(bf16.train_loss)) and bf16.train_loss != fp32.train_loss
+    assert next(model.parameters()).dtype == torch.float32  # weights stay fp32
+    with pytest.raises(ValueError, match="precision"):
+        train_unet(x[:6], y[:6], x[6:], y[6:], precision="fp16", **kw)
+    assert "precision" not in config_params(EvalSegParams(), 0.5)  # old cache keys hold
+    assert config_params(EvalSegParams(precision="bf16"), 0.5)["precision"] == "bf16"
+    assert "precision" not in EvalSegParams().key_dict()
+
+
 def test_train_valid_padding_crops_the_target() -> None:
     x, y = _toy_data(6, size=64)
     model, _ = train_unet(

@@ -75,6 +75,7 @@ def train_unet(
     sampler: Sampler | None = None,
     progress: bool = True,
     desc: str = "U-Net",
+    precision: str = "fp32",
 ) -> tuple[UNet, TrainHistory]:
     """Train a U-Net on uint8 (N, H, W, 3) images and {0, 1} (N, H, W) masks.
 
@@ -82,10 +83,14 @@ def train_unet(
     by ``sampler(rng)`` when given (eval-seg uses it to mix real and synthetic patches). Returns
     the model holding the weights of the epoch with the best validation Dice, and the history.
     ``augment``: True is the colour preset (`wsi_aug.seg.augment.DEFAULT`), False none, a preset
-    name (`augment_config`) or a configuration.
+    name (`augment_config`) or a configuration. ``precision`` "bf16": the forward pass under
+    bf16 autocast (CPU or CUDA; weights, loss and optimiser stay fp32), about 1.5-2x faster on
+    CPUs with AVX-512 BF16 or AMX; validation and prediction stay fp32.
     """
     if epochs < 1:
         raise ValueError("epochs must be at least 1")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
     if len(train_images) == 0:
         raise ValueError("no training patches")
     dev = _device(device)
@@ -122,9 +127,10 @@ def train_unet(
             y = torch.from_numpy(np.ascontiguousarray(train_masks[idx])).to(dev)
             if cfg is not None:
                 x, y = augment_batch(x, y, rng, cfg)
-            logits = model(normalize(x))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(normalize(x))
             y = center_crop(y, logits.shape[-2:]).long()
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

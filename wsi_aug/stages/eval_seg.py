@@ -58,9 +58,21 @@ class SegTrainingParams(StageParams):
         gt=0,
         le=1,
     )
+    precision: Literal["fp32", "bf16"] = param(
+        "fp32",
+        "U-Net training arithmetic: fp32, or bf16 autocast for the forward pass (about 1.5-2x "
+        "faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; results differ slightly).",
+    )
     device: str = param(
         "auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda ...", key=False
     )
+
+    def key_dict(self) -> dict[str, Any]:
+        """fp32 stays out of the key, so stores made before the option existed stay valid."""
+        d = super().key_dict()
+        if d.get("precision") == "fp32":
+            d.pop("precision")
+        return d
 
     @field_validator("augment", mode="before")
     @classmethod
@@ -205,6 +217,8 @@ def config_params(p: EvalSegParams, ratio: float) -> dict[str, Any]:
         key["stain_sigma"] = p.stain_sigma
     if p.stain_normalize != "none":
         key["stain_normalize"] = p.stain_normalize
+    if p.precision != "fp32":
+        key["precision"] = p.precision
     if p.keep_models:  # a configuration without its models cannot be reused as one with them
         key["keep_models"] = True
     return key
@@ -247,6 +261,7 @@ def _train_config(
     train_kwargs = {
         **{k: cfg[k] for k in ("epochs", "batch_size", "lr", "width", "batch_norm", "padding")},
         "augment": aug if aug is not None else False,
+        "precision": p.precision,
         "device": device,
     }
     # Patches the stain normaliser left as they were (too little tissue, a numerical failure).

@@ -193,6 +193,7 @@ def train_seg(
         "batch_norm": p.batch_norm,
         "padding": p.padding,
         "augment": aug if aug is not None else False,
+        "precision": p.precision,
         "device": device,
     }
     model, hist, counts = train_seed(
