@@ -6,6 +6,7 @@ Errors a user can act on (`WsiAugError`) print one line and exit non-zero, witho
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -114,3 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    finally:
+        # Exit without the interpreter's last garbage collections over every object the
+        # command made (0.2 s of CPU after importing zarr and torch; nothing is left to free).
+        gc.freeze()
