@@ -96,7 +96,8 @@ def realism(args: argparse.Namespace, variants: Path) -> Path:
     return out
 
 
-def load_sets(base: Path, aid: Path, variants: Path) -> dict[str, Any]:
+def load_sets(base: Path, aid: Path, variants: Path, names: list[str],
+              extra: dict[str, Path]) -> dict[str, Any]:
     """Real splits, AIDPATH test patches and each variant's synthetic patches, in memory."""
     from wsi_aug.stages.extract import PatchStore
     from wsi_aug.stages.synthesize import SyntheticStore
@@ -111,8 +112,8 @@ def load_sets(base: Path, aid: Path, variants: Path) -> dict[str, Any]:
     ai, am = ap.read_all()
     rows = ap.select("test")
     sets["aidpath"] = (ai[rows], am[rows], ap.table.mpp[rows])
-    for v in VARIANTS:
-        sx, sy, _ = SyntheticStore.open(variants / "work" / v).read_all()
+    for v in names:
+        sx, sy, _ = SyntheticStore.open(extra.get(v, variants / "work" / v)).read_all()
         sets[f"synthetic:{v}"] = (sx, sy)
     return sets
 
@@ -218,8 +219,10 @@ def plots(rows: list[dict[str, Any]], out: Path, epochs: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {"-": "black", **dict(zip(VARIANTS, ("tab:red", "tab:green", "tab:blue",
-                                                   "tab:orange")))}
+    names = sorted({r["variant"] for r in rows} - {"-"}, key=lambda v: (v not in VARIANTS, v))
+    palette = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:brown",
+               "tab:pink", "tab:olive")
+    colours = {"-": "black", **dict(zip(names, palette))}
     for r in rows:
         axes[0 if r["augment"] == "geometric" else 1].plot(
             range(1, len(r["val_curve"]) + 1), r["val_curve"], color=colours[r["variant"]],
@@ -271,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--augments", nargs="+", default=["geometric", "stain"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=WORK",
+                    help="a further synthetic set (a work folder with synthesize.zarr) as variant "
+                         "NAME, e.g. the recommended GAN on learned conditions")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--samples-per-epoch", type=int, default=256)
     ap.add_argument("--width", type=float, default=0.125)
@@ -296,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
         print(realism(args, variants).read_text(), flush=True)
     if args.stop_after_gan:
         return
-    sets = load_sets(base, aid, variants)
+    extra = dict(item.split("=", 1) for item in args.set)
+    sets = load_sets(base, aid, variants, args.variants, {k: Path(v) for k, v in extra.items()})
     print({k: len(v[0]) for k, v in sets.items()}, flush=True)
 
     log = args.out / "runs.jsonl"

@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--samples-per-epoch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--precision", default="fp32", help="fp32, or bf16 (faster on recent CPUs)")
     ap.add_argument("--min-object-area", type=float, default=1000.0)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -56,6 +58,8 @@ def main() -> None:
         epochs=args.epochs,
         width=args.width,
         samples_per_epoch=args.samples_per_epoch,
+        lr=args.lr,
+        precision=args.precision,
         device=args.device,
         report=print,
     )

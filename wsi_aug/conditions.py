@@ -8,6 +8,12 @@ A condition is a glomerulus mask and a binary structure map of one patch. Source
     For each sample, a random train condition whose mask and structure map get JOINTLY the same
     random flip, 90° rotation, smooth elastic deformation and small scaling, then are re-binarised,
     so every condition is new (and still a plausible glomerulus with its surroundings).
+``learned``
+    Drawn from the condition model of ``wsi-aug train-conditions`` (`wsi_aug.condgen`): each
+    sample from its own seed, with no real condition behind it (``source_index`` -1).
+A mix (``learned:0.5,augment:0.5``)
+    Each sample's source drawn with those weights from its own generator, then made by that
+    source exactly as it would make that sample alone.
 
 Every sample's transform is drawn from its own generator, seeded from (run seed, sample index), so a
 sample does not depend on the batch size and its `Condition.transform` string and `seed` say how to
@@ -18,17 +24,20 @@ synthesis runs there).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from wsi_aug.condgen.mix import SOURCES, canonical_source, parse_mix
 from wsi_aug.errors import WsiAugError
 from wsi_aug.imaging import dihedral, identity_grid, pixels_to_grid, upsample_displacement
 
-SOURCES = ("augment", "real")
+__all__ = ["SOURCES", "canonical_source", "make_source", "parse_mix", "sample_seed"]
+
 _COARSE = 32  # resolution of the random displacement field before its upsampling
 
 
@@ -41,6 +50,7 @@ class Conditions:
     source_index: np.ndarray  # rows in patches.zarr
     transform: list[str]
     seed: np.ndarray  # the generator seed of each sample's transform
+    source: list[str] = field(default_factory=list)  # each sample's source (empty: the run's)
 
 
 def sample_seed(seed: int, i: int) -> int:
@@ -68,9 +78,13 @@ class ConditionSource(abc.ABC):
     def size(self) -> int:
         return int(self.masks.shape[-1])
 
-    @abc.abstractmethod
     def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
         """The conditions of samples start .. start+count-1."""
+        return self.take(np.arange(start, start + count), device)
+
+    @abc.abstractmethod
+    def take(self, indices: np.ndarray, device: torch.device | str = "cpu") -> Conditions:
+        """The conditions of the given sample numbers (each as it would be made alone)."""
 
 
 class RealConditions(ConditionSource):
@@ -78,14 +92,16 @@ class RealConditions(ConditionSource):
 
     name = "real"
 
-    def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
-        idx = np.arange(start, start + count) % len(self.masks)
+    def take(self, indices: np.ndarray, device: torch.device | str = "cpu") -> Conditions:
+        idx = np.asarray(indices, np.int64) % len(self.masks)
+        count = len(idx)
         return Conditions(
             masks=self.masks[idx].copy(),
             structure=self.maps[idx].copy(),
             source_index=self.rows[idx].astype(np.int64),
             transform=["identity"] * count,
             seed=np.full(count, self.seed, np.int64),
+            source=[self.name] * count,
         )
 
 
@@ -131,8 +147,9 @@ class AugmentedConditions(ConditionSource):
         field *= alpha / max(float(np.abs(field).max()), 1e-8)  # largest displacement = alpha px
         return j, flip, k, alpha, sigma, scale, field.astype(np.float32), s
 
-    def batch(self, start: int, count: int, device: torch.device | str = "cpu") -> Conditions:
-        plans = [self._plan(i) for i in range(start, start + count)]
+    def take(self, indices: np.ndarray, device: torch.device | str = "cpu") -> Conditions:
+        plans = [self._plan(int(i)) for i in indices]
+        count = len(plans)
         size = self.size
         src = np.empty((count, 2, size, size), np.float32)
         transforms = []
@@ -162,15 +179,124 @@ class AugmentedConditions(ConditionSource):
             source_index=self.rows[[p[0] for p in plans]].astype(np.int64),
             transform=transforms,
             seed=np.array([p[7] for p in plans], np.int64),
+            source=[self.name] * count,
         )
 
 
+class LearnedConditions(ConditionSource):
+    """Conditions drawn from a trained condition model, sample i from ``sample_seed(seed, i)``.
+
+    `draw(seeds)` returns (masks, maps) (B, S, S) uint8 (a `wsi_aug.condgen.sample.
+    ConditionModel`); `fingerprint` names the model in each sample's transform.
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        draw: Callable[[Sequence[int]], tuple[np.ndarray, np.ndarray]],
+        size: int,
+        seed: int = 0,
+        *,
+        fingerprint: str = "",
+        steps: int = 50,
+    ) -> None:
+        self.draw = draw
+        self._size = size
+        self.seed = seed
+        self.fingerprint = fingerprint
+        self.steps = steps
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def take(self, indices: np.ndarray, device: torch.device | str = "cpu") -> Conditions:
+        seeds = [sample_seed(self.seed, int(i)) for i in indices]
+        masks, maps = self.draw(seeds)
+        count = len(seeds)
+        return Conditions(
+            masks=masks,
+            structure=maps,
+            source_index=np.full(count, -1, np.int64),
+            transform=[f"ddim(steps={self.steps},model={self.fingerprint})"] * count,
+            seed=np.array(seeds, np.int64),
+            source=[self.name] * count,
+        )
+
+
+class MixedConditions(ConditionSource):
+    """Each sample from one of several sources, chosen with the given weights per sample seed."""
+
+    name = "mix"
+
+    def __init__(self, parts: Sequence[tuple[ConditionSource, float]], seed: int = 0) -> None:
+        if not parts:
+            raise WsiAugError("condition source: an empty mix")
+        self.parts = [s for s, _ in parts]
+        w = np.array([float(w) for _, w in parts])
+        self.cum = np.cumsum(w / w.sum())
+        self.seed = seed
+
+    @property
+    def size(self) -> int:
+        return self.parts[0].size
+
+    def choice(self, i: int) -> int:
+        """The source of sample i: from its own generator (another stream than its transform)."""
+        u = np.random.default_rng([self.seed, i, 1]).random()
+        return min(int(np.searchsorted(self.cum, u, side="right")), len(self.parts) - 1)
+
+    def take(self, indices: np.ndarray, device: torch.device | str = "cpu") -> Conditions:
+        idx = np.asarray(indices, np.int64)
+        which = np.array([self.choice(int(i)) for i in idx], np.int64)
+        size = self.size
+        masks = np.zeros((len(idx), size, size), np.uint8)
+        maps = np.zeros_like(masks)
+        rows = np.zeros(len(idx), np.int64)
+        seeds = np.zeros(len(idx), np.int64)
+        transform, source = [""] * len(idx), [""] * len(idx)
+        for k, part in enumerate(self.parts):
+            at = np.flatnonzero(which == k)
+            if not len(at):
+                continue
+            c = part.take(idx[at], device)
+            masks[at], maps[at], rows[at], seeds[at] = c.masks, c.structure, c.source_index, c.seed
+            for j, a in enumerate(at):
+                transform[a], source[a] = c.transform[j], c.source[j]
+        return Conditions(masks, maps, rows, transform, seeds, source)
+
+
 def make_source(
-    name: str, masks: np.ndarray, maps: np.ndarray, rows: np.ndarray, seed: int = 0
+    name: str,
+    masks: np.ndarray,
+    maps: np.ndarray,
+    rows: np.ndarray,
+    seed: int = 0,
+    *,
+    learned: LearnedConditions | None = None,
 ) -> ConditionSource:
-    """The condition source called `name` (``real`` or ``augment``)."""
-    if name == "real":
-        return RealConditions(masks, maps, rows, seed)
-    if name == "augment":
-        return AugmentedConditions(masks, maps, rows, seed)
-    raise WsiAugError(f"--source {name}: unknown condition source; use one of {', '.join(SOURCES)}")
+    """The condition source `name`: ``real``, ``augment``, ``learned`` or a mix of them.
+
+    ``learned`` (alone or in a mix) needs the `learned` source, made from the trained model.
+    """
+    try:
+        parts = parse_mix(name)
+    except ValueError as exc:
+        raise WsiAugError(f"--source {name}: {exc}") from None
+
+    def one(n: str) -> ConditionSource:
+        if n == "real":
+            return RealConditions(masks, maps, rows, seed)
+        if n == "augment":
+            return AugmentedConditions(masks, maps, rows, seed)
+        if learned is None:
+            raise WsiAugError(
+                f"--source {name}: the learned source needs a trained condition model; run "
+                "`wsi-aug train-conditions` first"
+            )
+        return learned
+
+    if len(parts) == 1:
+        return one(parts[0][0])
+    return MixedConditions([(one(n), w) for n, w in parts], seed)

@@ -16,6 +16,8 @@ MODULES: dict[str, str] = {
     "extract": "wsi_aug.stages.extract",
     "structure": "wsi_aug.stages.structure",
     "train-gan": "wsi_aug.stages.train_gan",
+    "train-conditions": "wsi_aug.stages.train_conditions",
+    "eval-conditions": "wsi_aug.stages.eval_conditions",
     "synthesize": "wsi_aug.stages.synthesize",
     "eval-seg": "wsi_aug.stages.eval_seg",
     "eval-gan": "wsi_aug.stages.eval_gan",

@@ -3,7 +3,8 @@
 The store holds ``images`` (N, S, S, 3) uint8, ``masks`` and ``structure`` (N, S, S) uint8 in
 {0, 1}, and a ``provenance`` table saying how each sample was made (`Provenance`);
 `SyntheticStore` reads it and no other module knows those names. Conditions come from
-`wsi_aug.conditions`; the generator runs in `wsi_aug.gan.synth`.
+`wsi_aug.conditions` (``learned`` ones from the ``train-conditions`` model, `wsi_aug.condgen`); the
+generator runs in `wsi_aug.gan.synth`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import field_validator
 
 from wsi_aug.stages.base import Stage, StageParams, StageResult, StageStore, param
 
@@ -31,10 +33,11 @@ class SynthesizeParams(StageParams):
     stage = NAME
 
     n: int = param(..., "Number of synthetic patches to generate.", ge=1)
-    source: Literal["augment", "real"] = param(
+    source: str = param(
         "augment",
-        "Conditions: augment (new, jointly deformed masks and structure maps) or real (the "
-        "train conditions, cycling).",
+        "Conditions: augment (new, jointly deformed masks and structure maps), real (the "
+        "train conditions, cycling), learned (drawn from the `wsi-aug train-conditions` model), "
+        "or a mix with weights such as learned:0.5,augment:0.5.",
     )
     seed: int = param(0, "Random seed (conditions, and dropout noise with --dropout).", ge=0)
     batch_size: int = param(64, "Patches generated per batch.", ge=1)
@@ -46,6 +49,15 @@ class SynthesizeParams(StageParams):
     checkpoint: Path | None = param(
         None, "Generator checkpoint (default: the latest of train-gan/checkpoints).", key=False
     )
+    condition_steps: int = param(
+        50, "DDIM steps per learned condition (only with --source learned or a mix).", ge=1
+    )
+    condition_checkpoint: Path | None = param(
+        None,
+        "Condition-model checkpoint for learned conditions (default: the latest of "
+        "train-conditions/checkpoints).",
+        key=False,
+    )
     export_png: Path | None = param(
         None, "Also write DIR/images/000000.png and DIR/masks/000000.png (0/255).", key=False
     )
@@ -53,12 +65,32 @@ class SynthesizeParams(StageParams):
         "auto", "torch device: auto (CUDA when present, else CPU), cpu, cuda ...", key=False
     )
 
+    @field_validator("source")
+    @classmethod
+    def _source_spec(cls, value: str) -> str:
+        """A known source or a mix of them with positive weights, written canonically."""
+        from wsi_aug.condgen.mix import canonical_source
+
+        return canonical_source(value)
+
+    @property
+    def uses_learned(self) -> bool:
+        """True when some conditions come from the trained condition model."""
+        from wsi_aug.condgen.mix import parse_mix
+
+        return any(name == "learned" for name, _ in parse_mix(self.source))
+
     def key_dict(self) -> dict[str, Any]:
-        """Without dropout the batch size does not change the images: it stays out of the key."""
+        """Without dropout the batch size does not change the images: it stays out of the key.
+
+        The DDIM step count counts only for learned conditions (other stores keep their key).
+        """
         d = super().key_dict()
         if not self.dropout:
             d.pop("batch_size")
             d.pop("dropout")
+        if not self.uses_learned:
+            d.pop("condition_steps")
         return d
 
 
@@ -66,9 +98,9 @@ class SynthesizeParams(StageParams):
 class Provenance:
     """Per synthetic sample: the real condition it came from, the transform, seed, checkpoint."""
 
-    source_index: np.ndarray = field(metadata={"dtype": np.int64})  # row in extract.zarr
-    source: np.ndarray  # str: augment / real
-    transform: np.ndarray  # str: the joint transform applied to the condition
+    source_index: np.ndarray = field(metadata={"dtype": np.int64})  # row in extract.zarr; -1: none
+    source: np.ndarray  # str: augment / real / learned
+    transform: np.ndarray  # str: the joint transform, or the condition model's fingerprint
     seed: np.ndarray = field(metadata={"dtype": np.int64})  # that transform's generator seed
     checkpoint: np.ndarray  # str: the generator checkpoint's fingerprint
 
@@ -173,8 +205,9 @@ def synthesize(
 ) -> StageResult:
     """Stage: generate ``n`` synthetic patches with their conditions into ``synthesize.zarr``.
 
-    Cached on the GAN store, the checkpoint file and the patch/structure stores, and on
-    (n, source, seed; batch size too with dropout).
+    Cached on the GAN store, the checkpoint file and the patch/structure stores (with learned
+    conditions also on the condition store and its checkpoint), and on (n, source, seed; batch
+    size too with dropout).
     """
     from wsi_aug import store
     from wsi_aug.conditions import make_source
@@ -196,6 +229,14 @@ def synthesize(
         "checkpoint": store.fingerprint_file(ckpt),
         **pairs.fingerprints(),
     }
+    learned_ckpt = None
+    if p.uses_learned:
+        from wsi_aug.stages.train_conditions import ConditionStore
+
+        cond_store = ConditionStore.open(work)
+        learned_ckpt = _condition_checkpoint(cond_store, p.condition_checkpoint)
+        inputs["conditions"] = cond_store.fingerprint()
+        inputs["condition_checkpoint"] = store.fingerprint_file(learned_ckpt)
     key = p.key_dict()
     cached = store.cached_result(wd.synthetic, stage=NAME, params=key, inputs=inputs, force=force)
     if cached is not None:
@@ -215,7 +256,10 @@ def synthesize(
         )
     dev = resolve_device(p.device)
     gen = Generation(ckpt, cfg, dev, dropout_seed=p.seed if p.dropout else None)
-    conditions = make_source(p.source, train.masks, train.maps, train.rows, p.seed)
+    learned = None
+    if learned_ckpt is not None:
+        learned = _learned_source(learned_ckpt, inputs["condition_checkpoint"], size, dev, p)
+    conditions = make_source(p.source, train.masks, train.maps, train.rows, p.seed, learned=learned)
     with store.build(wd.synthetic, stage=NAME, params=key, inputs=inputs) as group:
         writer = SyntheticWriter(group, p.n, size)
         _generate(writer, conditions, gen, p, inputs["checkpoint"], dev, progress)
@@ -228,6 +272,7 @@ def synthesize(
                 "dropout": p.dropout,
                 "checkpoint": str(ckpt),
                 "config": cfg.to_dict(),
+                **({"condition_checkpoint": str(learned_ckpt)} if learned_ckpt else {}),
             }
         )
     made = (export_pngs(work, p.export_png, progress=progress),) if p.export_png else ()
@@ -246,6 +291,44 @@ def _checkpoint(gan: Any, given: Path | None) -> Path:
             f"(default: the latest of {gan.checkpoints})"
         )
     return Path(given)
+
+
+def _condition_checkpoint(conditions: Any, given: Path | None) -> Path:
+    """The condition-model checkpoint: the given file, or the condition store's latest."""
+    from wsi_aug.errors import CheckpointError
+
+    if given is None:
+        return Path(conditions.latest())
+    if not Path(given).is_file():
+        raise CheckpointError(
+            f"{given}: no such checkpoint file; pass an existing --condition-checkpoint "
+            f"(default: the latest of {conditions.checkpoints})"
+        )
+    return Path(given)
+
+
+def _learned_source(
+    checkpoint: Path, fingerprint: str, size: int, device: Any, p: SynthesizeParams
+) -> Any:
+    """The learned condition source: the checkpoint's EMA model, checked against the patch size."""
+    from wsi_aug.condgen.sample import ConditionModel
+    from wsi_aug.conditions import LearnedConditions
+    from wsi_aug.errors import CheckpointError
+
+    model = ConditionModel(checkpoint, device, steps=p.condition_steps)
+    if model.size != size:
+        raise CheckpointError(
+            f"{checkpoint}: a condition model for {model.size} px patches, the patches are "
+            f"{size} px; retrain with `wsi-aug train-conditions --force` or pass the matching "
+            "--condition-checkpoint"
+        )
+    return LearnedConditions(
+        lambda seeds: model(seeds, batch_size=p.batch_size),
+        size,
+        p.seed,
+        fingerprint=fingerprint,
+        steps=p.condition_steps,
+    )
 
 
 def _generate(
@@ -271,7 +354,7 @@ def _generate(
                 batch.structure,
                 {
                     "source_index": batch.source_index.tolist(),
-                    "source": [p.source] * count,
+                    "source": batch.source or [p.source] * count,
                     "transform": batch.transform,
                     "seed": batch.seed.tolist(),
                     "checkpoint": [checkpoint] * count,

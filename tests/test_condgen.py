@@ -1,0 +1,212 @@
+"""The learned condition generator: training, sampling, post-processing, quality measures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsi_aug.condgen import checkpoints, stats
+from wsi_aug.condgen.mix import canonical_source, parse_mix
+from wsi_aug.condgen.model import CondGenConfig, build_model, make_ema
+from wsi_aug.condgen.postprocess import clean_mask
+from wsi_aug.condgen.sample import ConditionModel
+from wsi_aug.condgen.train import train
+from wsi_aug.errors import CheckpointError, WsiAugError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+S = 32
+TINY = CondGenConfig(size=S, base=8, patch=1)
+
+
+def discs(n: int, seed: int, size: int = S) -> tuple[np.ndarray, np.ndarray]:
+    """`n` centred discs of random radius with random dots as structure maps."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    c = (size - 1) / 2
+    masks = np.stack(
+        [
+            (yy - c - rng.uniform(-1, 1)) ** 2 + (xx - c - rng.uniform(-1, 1)) ** 2
+            < (rng.uniform(0.15, 0.35) * size) ** 2
+            for _ in range(n)
+        ]
+    ).astype(np.uint8)
+    maps = (rng.random((n, size, size)) < rng.uniform(0.05, 0.2, (n, 1, 1))).astype(np.uint8)
+    return masks, maps
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
+    out = tmp_path_factory.mktemp("condgen")
+    masks, maps = discs(24, 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = train(
+            TINY,
+            masks,
+            maps,
+            out,
+            steps=80,
+            batch_size=8,
+            lr=3e-3,
+            seed=0,
+            sample_every=80,
+            checkpoint_every=40,
+            sample_steps=4,
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert r.checkpoint is not None
+    return r.checkpoint, r.losses
+
+
+def test_a_tiny_model_trains_and_its_loss_falls(trained: tuple[Path, list[float]]) -> None:
+    ckpt, losses = trained
+    assert len(losses) == 80
+    assert np.mean(losses[-15:]) < 0.85 * np.mean(losses[:15])
+    out = ckpt.parent.parent
+    assert (out / "losses.csv").read_text().splitlines()[0] == "step,loss,lr,it/s"
+    assert len((out / "losses.csv").read_text().splitlines()) == 81
+    assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["step-00000080.png"]
+    assert (ckpt.parent / "latest").read_text().strip() == ckpt.name
+
+
+def test_resumed_training_continues_exactly(tmp_path: Path) -> None:
+    masks, maps = discs(8, 1)
+    opts = dict(steps=6, batch_size=4, seed=3, sample_every=100, checkpoint_every=3)
+    whole = train(TINY, masks, maps, tmp_path / "a", **opts)
+    half = tmp_path / "a" / "checkpoints" / "step-00000003.safetensors"
+    resumed = train(TINY, masks, maps, tmp_path / "b", resume_from=half, **opts)
+    assert resumed.losses == whole.losses[3:]
+    a, b = checkpoints.load(whole.checkpoint), checkpoints.load(resumed.checkpoint)  # type: ignore[arg-type]
+    assert all(torch.equal(a.ema[k], b.ema[k]) for k in a.ema)
+
+
+def test_sampling_is_deterministic_binary_and_batch_independent(
+    trained: tuple[Path, list[float]],
+) -> None:
+    model = ConditionModel(trained[0], steps=4)
+    masks, maps = model(list(range(6)), batch_size=6)
+    assert masks.shape == maps.shape == (6, S, S) and masks.dtype == maps.dtype == np.uint8
+    assert set(np.unique(masks)) <= {0, 1} and set(np.unique(maps)) <= {0, 1}
+    again = model(list(range(6)), batch_size=4)
+    assert np.array_equal(again[0], masks) and np.array_equal(again[1], maps)
+    other = model([10, 11], batch_size=2)
+    assert not np.array_equal(other[1], maps[:2])
+
+
+def test_clean_mask_keeps_the_centre_and_border_components_and_fills_holes() -> None:
+    m = np.zeros((20, 20), bool)
+    m[6:14, 6:14] = True
+    m[9:11, 9:11] = False  # a hole
+    m[1:3, 1:3] = True  # a speck inside: dropped
+    m[0:3, 17:20] = True  # cut by the border: kept
+    out = clean_mask(m)
+    assert out[10, 10] == 1 and out[1, 1] == 0 and out[0, 19] == 1
+    assert out.sum() == 64 + 9
+
+
+def test_shape_statistics_real_vs_real_near_floor_and_vs_blank_far() -> None:
+    a, b = discs(150, 10, 48), discs(150, 11, 48)
+    fa, fb = stats.features(*a), stats.features(*b)
+    assert np.nanmax(stats.ks_distances(fa, fb)) < 0.25
+    blank = (np.zeros_like(b[0]), np.zeros_like(b[1]))
+    far = stats.ks_distances(fa, stats.features(*blank))
+    assert far[stats.FEATURES.index("mask_area")] == 1.0
+    za, zb = stats.standardise(fa, fb)
+    dens, cov = stats.density_coverage(za, zb)
+    assert cov > 0.8 and 0.6 < dens < 1.5
+    rows = stats.compare(blank, a, b)
+    coverage = next(r for r in rows if r.measure == "coverage")
+    assert coverage.generated < 0.1 and not coverage.passed
+    text = stats.markdown(rows)
+    assert "| KS mask_area | 1 |" in text and "FAIL" in text
+
+
+def test_memorisation_flags_copies_of_training_conditions() -> None:
+    train_set = discs(20, 2)
+    copies = (np.rot90(train_set[0][:5], 1, (1, 2)), np.rot90(train_set[1][:5], 1, (1, 2)))
+    assert np.allclose(stats.nearest_iou(copies, train_set), 1.0)
+    fresh = discs(5, 3)
+    assert (stats.nearest_iou(fresh, train_set) < 0.95).all()
+    rows = stats.compare(copies, train_set, fresh)
+    share = next(r for r in rows if r.measure.startswith("share above"))
+    assert share.generated == 1.0 and share.real == 0.0 and not share.passed
+
+
+def test_mix_specs_parse_and_bad_ones_are_one_line_errors() -> None:
+    assert parse_mix("augment") == [("augment", 1.0)]
+    assert parse_mix(" learned:0.5, augment:0.5 ") == [("learned", 0.5), ("augment", 0.5)]
+    assert canonical_source("learned:0.50,real:1") == "learned:0.5,real:1"
+    for bad, match in [
+        ("warp", "not a condition source"),
+        ("learned:-1,augment:1", "positive number"),
+        ("learned:x,augment:1", "positive number"),
+        ("augment:1,augment:2", "twice"),
+        ("learned:1", "single source takes no weight"),
+        ("", "empty"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            parse_mix(bad)
+    from wsi_aug.stages.synthesize import SynthesizeParams
+
+    with pytest.raises(WsiAugError, match=r"source \(--source\) = 'warp'.*not a condition") as e:
+        SynthesizeParams.parse({"n": 2, "source": "warp"})
+    assert "\n" not in str(e.value)
+    plain = SynthesizeParams.parse({"n": 2})
+    assert plain.key_dict() == {"n": 2, "source": "augment", "seed": 0}  # the old key
+    mixed = SynthesizeParams.parse({"n": 2, "source": "learned:0.5,augment:0.5"})
+    assert mixed.uses_learned and mixed.key_dict()["condition_steps"] == 50
+
+
+def test_mixed_source_draws_each_sample_as_its_source_alone() -> None:
+    from wsi_aug.conditions import LearnedConditions, make_source
+
+    masks, maps = discs(6, 4)
+    rows = np.arange(6)
+
+    def blank(seeds: object) -> tuple[np.ndarray, np.ndarray]:
+        n = len(seeds)  # type: ignore[arg-type]
+        return np.ones((n, S, S), np.uint8), np.zeros((n, S, S), np.uint8)
+
+    learned = LearnedConditions(blank, S, seed=1, fingerprint="sha256:abc", steps=4)
+    mix = make_source("learned:0.5,augment:0.5", masks, maps, rows, 1, learned=learned)
+    c = mix.batch(0, 40)
+    assert 5 < c.source.count("learned") < 35
+    aug = make_source("augment", masks, maps, rows, 1).batch(0, 40)
+    for i, s in enumerate(c.source):
+        if s == "learned":
+            assert c.source_index[i] == -1 and c.transform[i] == "ddim(steps=4,model=sha256:abc)"
+            assert c.masks[i].all()
+        else:
+            assert np.array_equal(c.masks[i], aug.masks[i]) and c.seed[i] == aug.seed[i]
+    part = mix.batch(7, 5)
+    assert part.source == c.source[7:12] and np.array_equal(part.masks, c.masks[7:12])
+    with pytest.raises(WsiAugError, match="train-conditions"):
+        make_source("learned", masks, maps, rows, 1)
+
+
+def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(
+    trained: tuple[Path, list[float]], tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint" * 8)
+    with pytest.raises(CheckpointError, match=r"garbage\.safetensors: corrupt.*train-conditions"):
+        ConditionModel(garbage)
+    real = trained[0]
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors") as e:
+        ConditionModel(cut)
+    assert "\n" not in str(e.value)
+    wide = CondGenConfig(size=S, base=16, patch=1)
+    model = build_model(wide)
+    other = checkpoints.save(
+        tmp_path / "wide.safetensors", config=wide, model=model, ema=make_ema(model, 0.9), step=1
+    )
+    with pytest.raises(CheckpointError, match=r"wide\.safetensors.*another architecture.*base=16"):
+        train(TINY, *discs(4, 0), None, steps=2, resume_from=other)

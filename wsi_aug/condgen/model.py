@@ -1,0 +1,72 @@
+"""The condition model's configuration, the network it builds, and its EMA copy."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from wsi_aug.condgen.unet import CondUNet
+
+CHANNELS = 2  # glomerulus mask, structure map
+
+
+@dataclass(frozen=True)
+class CondGenConfig:
+    """What decides the architecture (size, base, patch) and how it was trained."""
+
+    size: int = 64
+    base: int = 32
+    patch: int = 2
+    ema_decay: float = 0.999
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.patch < 1 or self.base < 8:
+            raise ValueError(f"size {self.size}, base {self.base}, patch {self.patch}: too small")
+        if self.size % (4 * self.patch):
+            raise ValueError(
+                f"patch size {self.size} px is not a multiple of 4 x --patch {self.patch}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CondGenConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def arch(self) -> dict[str, Any]:
+        """The fields a checkpoint's weights depend on."""
+        return {"size": self.size, "base": self.base, "patch": self.patch}
+
+
+def auto_patch(size: int) -> int:
+    """The pixel-unshuffle factor that runs the U-Net at 32 px (1 for patches up to 32 px)."""
+    return max(1, size // 32)
+
+
+def build_model(cfg: CondGenConfig) -> CondUNet:
+    """The denoiser, initialised from torch's global default generator state (callers fork it)."""
+    return CondUNet(channels=CHANNELS, base=cfg.base, patch=cfg.patch)
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """EMA of `model`'s weights, with a warm-up: decay min(decay, (1 + n) / (10 + n)) at update n.
+
+    Short runs (tests, a few hundred steps) are not stuck near the random initialisation.
+    """
+
+    @torch.no_grad()
+    def update(
+        ema: tuple[torch.Tensor, ...] | list[torch.Tensor],
+        cur: tuple[torch.Tensor, ...] | list[torch.Tensor],
+        n: torch.Tensor | int,
+    ) -> None:
+        k = float(n)
+        d = min(decay, (1.0 + k) / (10.0 + k))
+        torch._foreach_lerp_(list(ema), list(cur), 1.0 - d)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
