@@ -164,6 +164,10 @@ def configs(args: argparse.Namespace) -> list[dict[str, Any]]:
         for ratio, v in product([r for r in args.ratios if r > 0], args.variants):
             out.append({"real_fraction": frac, "augment": aug, "seed": seed, "ratio": ratio,
                         "variant": v})
+        if aug == args.extra_augment:  # the condition sources (#11): one ratio, one augmentation
+            for v in args.extra_variants:
+                out.append({"real_fraction": frac, "augment": aug, "seed": seed,
+                            "ratio": args.extra_ratio, "variant": v})
     return out
 
 
@@ -274,6 +278,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--augments", nargs="+", default=["geometric", "stain"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--extra-variants", nargs="*", default=[],
+                    help="further sets (--set) trained at --extra-ratio and --extra-augment only")
+    ap.add_argument("--extra-ratio", type=float, default=0.5)
+    ap.add_argument("--extra-augment", default="geometric")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=WORK",
                     help="a further synthetic set (a work folder with synthesize.zarr) as variant "
                          "NAME, e.g. the recommended GAN on learned conditions")
@@ -303,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.stop_after_gan:
         return
     extra = dict(item.split("=", 1) for item in args.set)
-    sets = load_sets(base, aid, variants, args.variants, {k: Path(v) for k, v in extra.items()})
+    sets = load_sets(base, aid, variants, [*args.variants, *args.extra_variants],
+                     {k: Path(v) for k, v in extra.items()})
     print({k: len(v[0]) for k, v in sets.items()}, flush=True)
 
     log = args.out / "runs.jsonl"
