@@ -388,3 +388,18 @@ def test_report_renders_in_chromium(small_work, browser, tmp_path):
     assert browser.js("document.querySelectorAll('section').length") >= 8
     shot = browser.screenshot()
     assert png_std(shot) > 10
+
+
+def test_eval_gan_section_shows_every_grid_and_the_spectra(tmp_path):
+    from PIL import Image
+
+    from wsi_aug.report import _eval_gan
+
+    folder = tmp_path / "eval-gan"
+    folder.mkdir()
+    (folder / "results.md").write_text("| set | c2st |\n|---|---|\n| paper | 0.99 |\n")
+    for name in ("grid.png", "grid-no-ms.png", "spectrum.png"):
+        Image.new("RGB", (4, 4)).save(folder / name)
+    html = _eval_gan(tmp_path)
+    assert "Power spectra" in html and "grid-no-ms" in html and "<td>paper</td>" in html
+    assert html.count('src="data:image/png;base64,') == 3

@@ -527,6 +527,11 @@ def _eval_gan(work: Path) -> str:
     ]
     parts.append("<h3>Real and synthetic side by side</h3>")
     parts.append(img_file(folder / "grid.png", "eval-gan grid"))
+    for extra in sorted(folder.glob("grid-*.png")):  # one per further synthetic set
+        parts.append(f"<h3>{esc(extra.stem)}</h3>" + img_file(extra, extra.stem))
+    if (folder / "spectrum.png").is_file():
+        parts.append("<h3>Power spectra</h3>")
+        parts.append(img_file(folder / "spectrum.png", "radially averaged power spectra"))
     return "\n".join(parts)
 
 
