@@ -215,6 +215,37 @@ def summarise(rows: list[dict[str, Any]], out: Path) -> Path:
     return path
 
 
+def pivot(rows: list[dict[str, Any]], out: Path) -> Path:
+    """``pivot.md``: Dice per test set, one row per (real fraction, augmentation), one column per
+    synthetic set and ratio (real only first): mean ± std over seeds."""
+    from wsi_aug.eval_seg import markdown_table
+
+    cols = sorted({(r["ratio"], r["variant"]) for r in rows},
+                  key=lambda c: (c[0] > 0, c[0], list(VARIANTS).index(c[1])
+                                 if c[1] in VARIANTS else len(VARIANTS), c[1]))
+    parts = []
+    for test in ("aidpath", "hubmap"):
+        for metric in METRICS:
+            lines = []
+            for frac, aug in sorted({(r["real_fraction"], r["augment"]) for r in rows},
+                                    key=lambda g: (-g[0], g[1])):
+                line: list[Any] = [f"{frac:g}", aug]
+                for ratio, v in cols:
+                    vals = [r[f"{test}_{metric}"] for r in rows if r["real_fraction"] == frac
+                            and r["augment"] == aug and r["ratio"] == ratio and r["variant"] == v]
+                    line.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f} ({len(vals)})"
+                                if vals else "")
+                lines.append(line)
+            head = ["real frac.", "augment"] + [
+                "real only" if ratio == 0 else f"{v} r={ratio:g}" for ratio, v in cols]
+            name = {"aidpath": "HuBMAP → AIDPATH", "hubmap": "within HuBMAP (by tile)"}[test]
+            parts.append(f"### {name}: {metric.replace('_', ' ')} (mean ± std over seeds "
+                         f"(n))\n\n" + markdown_table(head, lines))
+    path = out / "pivot.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
 def plots(rows: list[dict[str, Any]], out: Path, epochs: int) -> None:
     """``curves.png`` (validation Dice per epoch, every run) and ``dice.png`` (test Dice)."""
     import matplotlib
@@ -295,10 +326,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--realism-epochs", type=int, default=10)
     ap.add_argument("--skip-realism", action="store_true")
     ap.add_argument("--stop-after-gan", action="store_true", help="data, GANs and realism only")
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="tables and plots from OUT/runs.jsonl, no training")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+
+    if args.summarise_only:
+        rows = [json.loads(line) for line in (args.out / "runs.jsonl").read_text().splitlines()]
+        print(summarise(rows, args.out).read_text())
+        print(pivot(rows, args.out).read_text())
+        plots(rows, args.out, args.epochs)
+        return
 
     from gan_variants import build_base
 
@@ -324,7 +364,13 @@ def main(argv: list[str] | None = None) -> None:
     todo = [c for c in configs(args) if key(c) not in done]
     print(f"{len(done)} U-Nets done, {len(todo)} to train", flush=True)
     for i, cfg in enumerate(todo, 1):
-        row = one_run(sets, cfg, args)
+        twin = {**cfg, "real_fraction": args.fractions[0]}
+        if cfg["ratio"] == 1.0 and key(twin) in done:
+            # synthetic only: no real patch is drawn, so every real fraction trains the same U-Net
+            row = {**done[key(twin)], "real_fraction": cfg["real_fraction"],
+                   "same_as_fraction": args.fractions[0]}
+        else:
+            row = one_run(sets, cfg, args)
         done[key(cfg)] = row
         with log.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -333,6 +379,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{row['seconds']:.0f} s", flush=True)
     rows = [done[key(c)] for c in configs(args) if key(c) in done]
     print(summarise(rows, args.out).read_text())
+    print(pivot(rows, args.out).read_text())
     plots(rows, args.out, args.epochs)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
