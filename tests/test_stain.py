@@ -130,14 +130,14 @@ def test_old_bool_augment_validates_to_a_preset() -> None:
     for old, new in ((True, "colour"), (False, "none")):
         p = pipeline_params({"eval-seg": {"augment": old}}, Path("w"))["eval-seg"]
         assert isinstance(p, EvalSegParams) and p.augment == new
-    assert EvalSegParams.parse({}).augment == "colour"  # today's behaviour, until measured
+    assert EvalSegParams.parse({}).augment == "stain"  # the default since it was measured
     with pytest.raises(WsiAugError, match="--augment") as exc:
         EvalSegParams.parse({"augment": "strong"})
     assert len(str(exc.value).splitlines()) == 1
 
 
 def test_colour_and_none_keep_the_old_cache_keys() -> None:
-    p = EvalSegParams.parse({"epochs": 3})
+    p = EvalSegParams.parse({"epochs": 3, "augment": "colour"})
     old = {  # config_params before the presets: `augment` was the bool
         "synthetic_ratio": 0.5, "real_fraction": 1.0, "seeds": [0, 1, 2], "epochs": 3,
         "samples_per_epoch": None, "batch_size": 8, "lr": 1e-4, "width": 1.0, "depth": 5,
@@ -151,7 +151,7 @@ def test_colour_and_none_keep_the_old_cache_keys() -> None:
     paths = {
         config_path(folder, config_params(EvalSegParams.parse({"epochs": 3, **kw}), 0.5))
         for kw in (
-            {}, {"augment": "geometric"}, {"augment": "stain"},
+            {"augment": "colour"}, {"augment": "geometric"}, {"augment": "stain"},
             {"augment": "stain", "stain_sigma": 0.2}, {"stain_normalize": "macenko"},
             {"stain_normalize": "reinhard"},
         )
