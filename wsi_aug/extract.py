@@ -582,7 +582,9 @@ def plan_tasks(
 
 OPEN_AHEAD_THREADS = 2
 """At most this many threads open the next slides while this one extracts the current one: one
-per CPU this process may use beyond its own, so none on one CPU and one on two."""
+per CPU this process may use, none on one CPU. On two CPUs two lanes measured 1.66-1.74 s against
+1.85-1.87 s for one on the HuBMAP tiles (benchmarks/extract_vs_plain.py, quiet VM): this thread
+mostly waits for decoded slides, so a lane on each CPU keeps both busy."""
 OPEN_AHEAD_SLIDES = 32
 """At most this many slides are open ahead, waiting to be extracted (the window is deep enough
 for the threads to keep decoding while the start-up imports, fingerprints and checks run) ..."""
@@ -730,11 +732,12 @@ def opening_ahead(tasks: Sequence[SlideTask], threads: int | None = None) -> Ite
     `extract_slide` then takes each one's open slide (or waits for it) instead of opening it:
     decoding a plain image releases the GIL, so the next slides decode while this thread
     rasterises and writes. The window is bounded (`OPEN_AHEAD_SLIDES`, `OPEN_AHEAD_BYTES`).
-    With `threads` None: one per CPU this process may use beyond the one of this thread, at
-    most `OPEN_AHEAD_THREADS` (none on one CPU: the block then changes nothing). Slides opened
-    and never used are closed at the end of the block.
+    With `threads` None: one per CPU this process may use, at most `OPEN_AHEAD_THREADS` (none
+    on one CPU: the block then changes nothing). Slides opened and never used are closed at the
+    end of the block.
     """
-    n = threads if threads is not None else min(OPEN_AHEAD_THREADS, usable_cpus() - 1)
+    cpus = usable_cpus()
+    n = threads if threads is not None else (min(OPEN_AHEAD_THREADS, cpus) if cpus > 1 else 0)
     if n <= 0 or len(tasks) < 2:
         yield
         return
