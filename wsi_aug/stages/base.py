@@ -28,7 +28,7 @@ from pydantic import (
 from wsi_aug.errors import WsiAugError
 from wsi_aug.result import StageResult
 
-__all__ = ["Stage", "StageParams", "StageResult", "StageStore", "param"]
+__all__ = ["ModelStore", "Stage", "StageParams", "StageResult", "StageStore", "param"]
 
 _NUMBERS = (int, float)
 
@@ -204,6 +204,53 @@ class StageStore:
         from wsi_aug import store
 
         return store.stage_fingerprint(self.path)
+
+
+class ModelStore(StageStore):
+    """A trained model's store with its files folder beside it (``NAME/``: checkpoints, sample
+    grids, losses), which must belong to it; train-gan and train-conditions share this."""
+
+    CHECKPOINTS: ClassVar[str] = "checkpoints"
+
+    @classmethod
+    def open(cls, work: str | Path) -> Self:
+        """Open the store, checking that its files folder belongs to it."""
+        from wsi_aug import store
+        from wsi_aug.errors import StageMissingError
+
+        s = super().open(work)
+        if not store.files_match(s.path, s.meta):
+            raise StageMissingError(
+                f"{s.files}: does not belong to {s.path} (interrupted?); "
+                f"rebuild it with `{cls.MADE_BY} --force`"
+            )
+        return s
+
+    @property
+    def files(self) -> Path:
+        """The stage's folder of non-zarr files: checkpoints, samples, losses."""
+        return self.path.with_suffix("")
+
+    @classmethod
+    def checkpoint_dir(cls, files: Path) -> Path:
+        """Where a run (finished or in progress) keeps its checkpoints."""
+        return files / cls.CHECKPOINTS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir(self.files)
+
+    def latest(self) -> Path:
+        """The newest checkpoint, or an error naming the folder and the fix."""
+        from wsi_aug.errors import StageMissingError
+        from wsi_aug.gan.checkpoints import latest_checkpoint
+
+        found = latest_checkpoint(self.checkpoints)
+        if found is None:
+            raise StageMissingError(
+                f"{self.checkpoints}: holds no checkpoint; rebuild it with `{self.MADE_BY} --force`"
+            )
+        return found
 
 
 RunFn = Callable[..., Any]

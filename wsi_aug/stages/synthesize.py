@@ -234,7 +234,7 @@ def synthesize(
         from wsi_aug.stages.train_conditions import ConditionStore
 
         cond_store = ConditionStore.open(work)
-        learned_ckpt = _condition_checkpoint(cond_store, p.condition_checkpoint)
+        learned_ckpt = _checkpoint(cond_store, p.condition_checkpoint, "--condition-checkpoint")
         inputs["conditions"] = cond_store.fingerprint()
         inputs["condition_checkpoint"] = store.fingerprint_file(learned_ckpt)
     key = p.key_dict()
@@ -279,30 +279,16 @@ def synthesize(
     return StageResult(wd.synthetic, False, store.read_meta(wd.synthetic) or {}, outputs=made)
 
 
-def _checkpoint(gan: Any, given: Path | None) -> Path:
-    """The checkpoint to generate with: the given file, or the GAN store's latest."""
+def _checkpoint(model_store: Any, given: Path | None, option: str = "--checkpoint") -> Path:
+    """The checkpoint to use: the given file (`option`), or the model store's latest."""
     from wsi_aug.errors import CheckpointError
 
     if given is None:
-        return Path(gan.latest())
+        return Path(model_store.latest())
     if not Path(given).is_file():
         raise CheckpointError(
-            f"{given}: no such checkpoint file; pass an existing --checkpoint "
-            f"(default: the latest of {gan.checkpoints})"
-        )
-    return Path(given)
-
-
-def _condition_checkpoint(conditions: Any, given: Path | None) -> Path:
-    """The condition-model checkpoint: the given file, or the condition store's latest."""
-    from wsi_aug.errors import CheckpointError
-
-    if given is None:
-        return Path(conditions.latest())
-    if not Path(given).is_file():
-        raise CheckpointError(
-            f"{given}: no such checkpoint file; pass an existing --condition-checkpoint "
-            f"(default: the latest of {conditions.checkpoints})"
+            f"{given}: no such checkpoint file; pass an existing {option} "
+            f"(default: the latest of {model_store.checkpoints})"
         )
     return Path(given)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wsi_aug.stages.base import Stage, StageParams, StageResult, StageStore, param
+from wsi_aug.stages.base import ModelStore, Stage, StageParams, StageResult, param
 
 if TYPE_CHECKING:
     from wsi_aug.condgen.model import CondGenConfig
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 NAME = "train-conditions"
 MADE_BY = "wsi-aug train-conditions"
-_CHECKPOINTS, _SAMPLES, _LOSSES = "checkpoints", "samples", "losses.csv"
+_SAMPLES, _LOSSES = "samples", "losses.csv"
 
 
 class TrainConditionsParams(StageParams):
@@ -60,38 +60,11 @@ class TrainConditionsParams(StageParams):
     )
 
 
-class ConditionStore(StageStore):
+class ConditionStore(ModelStore):
     """A complete ``train-conditions.zarr`` and its ``train-conditions/`` folder, read-only."""
 
     NAME = NAME
     MADE_BY = MADE_BY
-
-    @classmethod
-    def open(cls, work: str | Path) -> ConditionStore:
-        """Open the store, checking that its files folder belongs to it."""
-        from wsi_aug import store
-        from wsi_aug.errors import StageMissingError
-
-        s = super().open(work)
-        if not store.files_match(s.path, s.meta):
-            raise StageMissingError(
-                f"{s.files}: does not belong to {s.path} (interrupted?); "
-                f"rebuild it with `{MADE_BY} --force`"
-            )
-        return s
-
-    @property
-    def files(self) -> Path:
-        """``train-conditions/``: checkpoints, samples, losses."""
-        return self.path.with_suffix("")
-
-    @staticmethod
-    def checkpoint_dir(files: Path) -> Path:
-        return files / _CHECKPOINTS
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.checkpoint_dir(self.files)
 
     @property
     def losses(self) -> Path:
@@ -101,18 +74,6 @@ class ConditionStore(StageStore):
     def size(self) -> int:
         """The patch size the model makes."""
         return int(self.group.attrs["size"])
-
-    def latest(self) -> Path:
-        """The newest checkpoint, or an error naming the folder and the fix."""
-        from wsi_aug.condgen.checkpoints import latest_checkpoint
-        from wsi_aug.errors import StageMissingError
-
-        found = latest_checkpoint(self.checkpoints)
-        if found is None:
-            raise StageMissingError(
-                f"{self.checkpoints}: holds no checkpoint; rebuild it with `{MADE_BY} --force`"
-            )
-        return found
 
     def sample_grids(self) -> list[Path]:
         """The sample grids, oldest first."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from wsi_aug.stages.base import Stage, StageParams, StageResult, StageStore, param
+from wsi_aug.stages.base import ModelStore, Stage, StageParams, StageResult, param
 
 if TYPE_CHECKING:
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 NAME = "train-gan"
 MADE_BY = "wsi-aug train-gan"
-_CHECKPOINTS, _SAMPLES, _LOSSES = "checkpoints", "samples", "losses.csv"
+_SAMPLES, _LOSSES = "samples", "losses.csv"
 
 
 class TrainGanParams(StageParams):
@@ -106,30 +106,11 @@ class TrainGanParams(StageParams):
 _VARIANTS = ("ms_ceiling", "ms_downsample", "upsample", "spectral_norm")
 
 
-class GanStore(StageStore):
+class GanStore(ModelStore):
     """A complete ``train-gan.zarr`` and its ``train-gan/`` folder, read-only."""
 
     NAME = NAME
     MADE_BY = MADE_BY
-
-    @classmethod
-    def open(cls, work: str | Path) -> GanStore:
-        """Open the GAN store, checking that its files folder belongs to it."""
-        from wsi_aug import store
-        from wsi_aug.errors import StageMissingError
-
-        gan = super().open(work)
-        if not store.files_match(gan.path, gan.meta):
-            raise StageMissingError(
-                f"{gan.files}: does not belong to {gan.path} (interrupted?); "
-                f"rebuild it with `{MADE_BY} --force`"
-            )
-        return gan
-
-    @property
-    def files(self) -> Path:
-        """``train-gan/``: checkpoints, samples, losses."""
-        return self.path.with_suffix("")
 
     @property
     def config(self) -> GanConfig:
@@ -146,11 +127,6 @@ class GanStore(StageStore):
             ) from exc
 
     @staticmethod
-    def checkpoint_dir(files: Path) -> Path:
-        """Where a run (finished or in progress) keeps its checkpoints."""
-        return files / _CHECKPOINTS
-
-    @staticmethod
     def samples_dir(files: Path) -> Path:
         """Where a run keeps its per-epoch sample grids."""
         return files / _SAMPLES
@@ -159,22 +135,6 @@ class GanStore(StageStore):
     def losses_csv(files: Path) -> Path:
         """Where a run logs its losses."""
         return files / _LOSSES
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.checkpoint_dir(self.files)
-
-    def latest(self) -> Path:
-        """The newest checkpoint, or an error that says which checkpoints exist."""
-        from wsi_aug.errors import StageMissingError
-        from wsi_aug.gan.checkpoints import latest_checkpoint
-
-        found = latest_checkpoint(self.checkpoints)
-        if found is None:
-            raise StageMissingError(
-                f"{self.checkpoints}: holds no checkpoint; rebuild it with `{MADE_BY} --force`"
-            )
-        return found
 
     def sample_grids(self) -> list[Path]:
         """The sample grids, oldest first."""
