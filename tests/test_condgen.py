@@ -11,9 +11,14 @@ import torch
 from wsi_aug.condgen import checkpoints, stats
 from wsi_aug.condgen.mix import canonical_source, parse_mix
 from wsi_aug.condgen.model import CondGenConfig, build_model, make_ema
-from wsi_aug.condgen.postprocess import clean_mask
+from wsi_aug.condgen.postprocess import (
+    clean_mask,
+    remove_small,
+    shift_reflect,
+    to_conditions,
+)
 from wsi_aug.condgen.sample import ConditionModel
-from wsi_aug.condgen.train import train
+from wsi_aug.condgen.train import conditions_tensor, train
 from wsi_aug.errors import CheckpointError, WsiAugError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,6 +113,47 @@ def test_clean_mask_keeps_the_centre_and_border_components_and_fills_holes() -> 
     out = clean_mask(m)
     assert out[10, 10] == 1 and out[1, 1] == 0 and out[0, 19] == 1
     assert out.sum() == 64 + 9
+
+
+def test_centring_moves_the_main_component_to_the_centre_and_both_channels_with_it() -> None:
+    x = -np.ones((1, 2, S, S), np.float32)
+    x[0, 0, 8:18, 10:20] = 1.0  # an off-centre square glomerulus, centroid (12.5, 14.5)
+    x[0, 1, 9, 11] = 1.0  # a structure pixel inside it
+    m, s = to_conditions(x, centre=True)
+    ys, xs = np.nonzero(m[0])
+    assert abs(ys.mean() - (S - 1) / 2) <= 0.5 and abs(xs.mean() - (S - 1) / 2) <= 0.5
+    assert m[0].sum() == 100  # moved, not cut
+    dy, dx = int(np.rint((S - 1) / 2 - 12.5)), int(np.rint((S - 1) / 2 - 14.5))
+    assert s[0, 9 + dy, 11 + dx] == 1 and s[0].sum() == 1
+    m0, _ = to_conditions(x, centre=False)
+    assert m0[0, 8:18, 10:20].all()  # without centring, where it was
+
+
+def test_shifted_in_pixels_mirror_the_edge() -> None:
+    a = np.arange(25).reshape(5, 5)
+    assert shift_reflect(a, 0, 2)[0].tolist() == [1, 0, 0, 1, 2]
+    assert shift_reflect(a, -2, 0)[:, 0].tolist() == [10, 15, 20, 20, 15]
+    assert (shift_reflect(a, 0, 0) == a).all()
+
+
+def test_small_structures_are_removed_as_the_structure_stage_removes_them() -> None:
+    a = np.zeros((S, S), np.uint8)
+    a[2, 2] = 1  # one pixel
+    a[10:12, 10:12] = 1  # four pixels
+    a[20:25, 20:25] = 1  # 25 pixels
+    out = remove_small(a, 5)
+    assert out[2, 2] == 0 and not out[10:12, 10:12].any() and out[20:25, 20:25].all()
+    assert (remove_small(a, 0) == a).all()
+
+
+def test_smoothed_targets_keep_the_shapes_under_the_threshold() -> None:
+    masks, maps = discs(4, seed=3)
+    hard = conditions_tensor(masks, maps)
+    soft = conditions_tensor(masks, maps, smooth=1.0)
+    assert set(np.unique(hard)) <= {-1.0, 1.0}
+    assert len(np.unique(soft)) > 2 and soft.min() >= -1 and soft.max() <= 1
+    agree = ((soft[:, 0] > 0) == (hard[:, 0] > 0)).mean()
+    assert agree > 0.98  # the masks are the same shapes, edges aside
 
 
 def test_shape_statistics_real_vs_real_near_floor_and_vs_blank_far() -> None:

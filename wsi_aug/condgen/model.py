@@ -21,8 +21,13 @@ class CondGenConfig:
     base: int = 32
     patch: int = 2
     ema_decay: float = 0.999
+    smooth: float = 0.0  # Gaussian sigma (px) of the training targets; 0: binary as extracted
+    min_size: int = 0  # structures smaller than this are removed from samples (structure's own)
+    centre: bool = True  # samples shifted so the mask's main component sits at the centre
 
     def __post_init__(self) -> None:
+        if self.smooth < 0 or self.min_size < 0:
+            raise ValueError(f"smooth {self.smooth}, min_size {self.min_size}: must be >= 0")
         if self.size < 8 or self.patch < 1 or self.base < 8:
             raise ValueError(f"size {self.size}, base {self.base}, patch {self.patch}: too small")
         if self.size % (4 * self.patch):

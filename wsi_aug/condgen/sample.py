@@ -36,8 +36,13 @@ def draw(
     steps: int = 50,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
+    min_size: int = 0,
+    centre: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Masks and structure maps (B, S, S) uint8 {0, 1} for the given per-sample seeds."""
+    """Masks and structure maps (B, S, S) uint8 {0, 1} for the given per-sample seeds.
+
+    `min_size` and `centre`: the post-processing of `wsi_aug.condgen.postprocess.to_conditions`.
+    """
     dev = torch.device(device)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -49,7 +54,7 @@ def draw(
         noise = start_noise(seeds[start : start + batch_size], size).to(dev)
         with autocast:
             x0 = ddim_sample(model, noise, steps)
-        m, s = to_conditions(x0.float().cpu().numpy())
+        m, s = to_conditions(x0.float().cpu().numpy(), min_size=min_size, centre=centre)
         masks.append(m)
         maps.append(s)
     if not masks:
@@ -61,7 +66,13 @@ def draw(
 class ConditionModel:
     """A checkpoint's EMA denoiser, ready to draw conditions for lists of seeds."""
 
-    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", steps: int = 50):
+    def __init__(
+        self,
+        checkpoint: Path,
+        device: torch.device | str = "cpu",
+        steps: int = 50,
+        centre: bool | None = None,
+    ):
         from wsi_aug.condgen.checkpoints import load_ema
 
         self.model, ck = load_ema(checkpoint, device)
@@ -69,6 +80,7 @@ class ConditionModel:
         self.checkpoint = Path(checkpoint)
         self.device = torch.device(device)
         self.steps = steps
+        self.centre = self.config.centre if centre is None else centre
 
     @property
     def size(self) -> int:
@@ -82,4 +94,6 @@ class ConditionModel:
             steps=self.steps,
             device=self.device,
             batch_size=batch_size,
+            min_size=self.config.min_size,
+            centre=self.centre,
         )

@@ -53,9 +53,19 @@ class TrainResult:
         return len(self.losses) / self.step_seconds if self.step_seconds > 0 else 0.0
 
 
-def conditions_tensor(masks: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """(N, 2, S, S) float32 in {-1, 1} from {0, 1} masks and structure maps (N, S, S)."""
-    return np.stack([masks, maps], axis=1).astype(np.float32) * 2.0 - 1.0
+def conditions_tensor(masks: np.ndarray, maps: np.ndarray, smooth: float = 0.0) -> np.ndarray:
+    """(N, 2, S, S) float32 in [-1, 1] from {0, 1} masks and structure maps (N, S, S).
+
+    With `smooth` > 0 each channel is blurred with a Gaussian of that sigma (px) first: the
+    targets keep their shapes under the threshold at 0 but lose the pixel-level steps, which a
+    small model otherwise spends its capacity on and reproduces as salt-and-pepper noise.
+    """
+    x = np.stack([masks, maps], axis=1).astype(np.float32)
+    if smooth > 0:
+        from scipy.ndimage import gaussian_filter
+
+        x = gaussian_filter(x, sigma=(0, 0, smooth, smooth), mode="nearest")
+    return x * 2.0 - 1.0
 
 
 def step_batch(data: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -91,7 +101,7 @@ def train(
     if len(masks) == 0:
         raise WsiAugError("train-conditions: no train condition to learn from")
     dev = torch.device(device)
-    data = conditions_tensor(masks, maps)
+    data = conditions_tensor(masks, maps, cfg.smooth)
     with torch.random.fork_rng(devices=[]):  # the initial weights from the seed, globals kept
         torch.manual_seed(seed)
         model = build_model(cfg).to(dev)
@@ -169,7 +179,7 @@ def train(
                     )
                 pending.clear()
             if out is not None and (done % sample_every == 0 or done == steps):
-                _sample_grid(ema.module, data, out, done, seed, sample_steps, dev)
+                _sample_grid(ema.module, cfg, data, out, done, seed, sample_steps, dev)
             if saving:
                 assert out is not None
                 result.checkpoint = _save(out, cfg, model, ema, opt, done, seed)
@@ -196,6 +206,7 @@ def _save(
 
 def _sample_grid(
     model: torch.nn.Module,
+    cfg: CondGenConfig,
     data: np.ndarray,
     out: Path,
     step: int,
@@ -215,9 +226,11 @@ def _sample_grid(
         data.shape[-1],
         steps=sample_steps,
         device=device,
+        min_size=cfg.min_size,
+        centre=cfg.centre,
     )
     model.train(was)
-    real = (data[: min(GRID, len(data))] > 0).astype(np.uint8)
+    real = (data[: min(GRID, len(data))] > 0).astype(np.uint8)  # smoothing keeps the 0 level
     rows = []
     for i in range(GRID):
         row = [masks[i], maps[i]]

@@ -46,6 +46,17 @@ class TrainConditionsParams(StageParams):
         "at 128 px; 2 or 1 for a larger model on a GPU).",
         ge=1,
     )
+    smooth: float = param(
+        0.0,
+        "Gaussian sigma (px) the binary training conditions are blurred with (0: none); the "
+        "model then learns shapes without pixel-level steps.",
+        ge=0,
+    )
+    centre: bool = param(
+        True,
+        "Shift each sample so its mask's main component sits at the patch centre, as "
+        "extraction centres real glomeruli.",
+    )
     ema_decay: float = param(0.999, "Decay of the EMA weights samples are drawn with.", gt=0, lt=1)
     seed: int = param(0, "Random seed (weights, batches, symmetries, noise).", ge=0)
     sample_steps: int = param(50, "DDIM steps of the sample grids.", ge=1, key=False)
@@ -80,14 +91,27 @@ class ConditionStore(ModelStore):
         return sorted((self.files / _SAMPLES).glob("*.png"))
 
 
-def model_config(p: TrainConditionsParams, size: int, where: Path) -> CondGenConfig:
-    """The model configuration these parameters give for `size`-pixel patches."""
+def model_config(
+    p: TrainConditionsParams, size: int, where: Path, min_size: int = 0
+) -> CondGenConfig:
+    """The model configuration these parameters give for `size`-pixel patches.
+
+    `min_size`: the structure stage's, so samples lose the small structures real maps lost.
+    """
     from wsi_aug.condgen.model import CondGenConfig, auto_patch
     from wsi_aug.errors import WsiAugError
 
     patch = p.patch if p.patch is not None else auto_patch(size)
     try:
-        return CondGenConfig(size=size, base=p.base, patch=patch, ema_decay=p.ema_decay)
+        return CondGenConfig(
+            size=size,
+            base=p.base,
+            patch=patch,
+            ema_decay=p.ema_decay,
+            smooth=p.smooth,
+            min_size=min_size,
+            centre=p.centre,
+        )
     except ValueError as exc:
         raise WsiAugError(f"{where}: {exc}; choose another --patch") from exc
 
@@ -120,9 +144,10 @@ def train_conditions(
     wd.check_layout(force)
     path, files = wd.store(NAME), wd.files(NAME)
     pairs = PairedStores(work)
-    cfg = model_config(p, pairs.patches.size, pairs.patches.path)
+    min_size = int(pairs.structure.map_options.get("min_size") or 0)
+    cfg = model_config(p, pairs.patches.size, pairs.patches.path, min_size)
     inputs = pairs.fingerprints()
-    key = {**p.key_dict(), "size": cfg.size, "patch": cfg.patch}
+    key = {**p.key_dict(), "size": cfg.size, "patch": cfg.patch, "min_size": min_size}
     hit = store.cached_result(path, stage=NAME, params=key, inputs=inputs, force=force)
     if hit is not None:
         return StageResult(hit.path, True, hit.meta, outputs=_outputs(files))
