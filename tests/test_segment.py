@@ -219,7 +219,7 @@ def test_train_seg_then_segment_phantoms(phantom_work, phantom_slides, tmp_path,
 
     work = tmp_path / "w"
     shutil.copytree(phantom_work.patches, work / "extract.zarr")
-    opts = {"epochs": 15, "lr": 1e-3, "width": 0.125, "samples_per_epoch": 96, "batch_size": 8,
+    opts = {"epochs": 30, "lr": 1e-3, "width": 0.125, "samples_per_epoch": 96, "batch_size": 8,
             "augment": "geometric", "device": "cpu", "progress": False}
     res = train_seg(work, **opts)
     assert (work / "train-seg" / "model.safetensors").is_file()
