@@ -13,13 +13,13 @@ from wsi_aug.condgen.mix import canonical_source, parse_mix
 from wsi_aug.condgen.model import CondGenConfig, build_model, make_ema
 from wsi_aug.condgen.postprocess import (
     clean_mask,
-    remove_small,
     shift_reflect,
     to_conditions,
 )
 from wsi_aug.condgen.sample import ConditionModel
 from wsi_aug.condgen.train import conditions_tensor, train
 from wsi_aug.errors import CheckpointError, WsiAugError
+from wsi_aug.structure import remove_small_structures
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,9 +141,9 @@ def test_small_structures_are_removed_as_the_structure_stage_removes_them() -> N
     a[2, 2] = 1  # one pixel
     a[10:12, 10:12] = 1  # four pixels
     a[20:25, 20:25] = 1  # 25 pixels
-    out = remove_small(a, 5)
+    out = remove_small_structures(a, 5)
     assert out[2, 2] == 0 and not out[10:12, 10:12].any() and out[20:25, 20:25].all()
-    assert (remove_small(a, 0) == a).all()
+    assert (remove_small_structures(a, 0) == a).all()
 
 
 def test_smoothed_targets_keep_the_shapes_under_the_threshold() -> None:

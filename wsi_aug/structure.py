@@ -83,15 +83,22 @@ def structure_map(
         t = float(threshold)
     else:
         raise ValueError(f"unknown structure method {method!r}; choose otsu or fixed")
-    out = (s > t) & tissue
-    if min_size > 0:
-        from skimage.morphology import remove_small_objects
+    return remove_small_structures((s > t) & tissue, min_size).astype(np.uint8)
 
-        if _new_skimage():
-            out = remove_small_objects(out, max_size=min_size - 1)
-        else:
-            out = remove_small_objects(out, min_size=min_size)
-    return out.astype(np.uint8)
+
+def remove_small_structures(binary: np.ndarray, min_size: int) -> np.ndarray:
+    """`binary` (bool) without its objects of fewer than `min_size` pixels (0 or 1: all kept).
+
+    The one rule for real maps here and for generated ones (`wsi_aug.condgen.postprocess`).
+    """
+    out = np.asarray(binary, bool)
+    if min_size <= 1:
+        return out
+    from skimage.morphology import remove_small_objects
+
+    if _new_skimage():
+        return np.asarray(remove_small_objects(out, max_size=min_size - 1))
+    return np.asarray(remove_small_objects(out, min_size=min_size))
 
 
 def _new_skimage() -> bool:

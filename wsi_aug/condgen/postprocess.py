@@ -15,6 +15,19 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from wsi_aug.structure import remove_small_structures
+
+
+def _centre_label(labels: np.ndarray) -> int:
+    """The label at the patch centre or, where the centre is background, the nearest one."""
+    h, w = labels.shape
+    centre = int(labels[h // 2, w // 2])
+    if centre == 0:
+        ys, xs = np.nonzero(labels)
+        i = int(np.argmin((ys - h / 2) ** 2 + (xs - w / 2) ** 2))
+        centre = int(labels[ys[i], xs[i]])
+    return centre
+
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
     """One binary (S, S) mask: the centre's component plus border components, holes filled."""
@@ -22,12 +35,7 @@ def clean_mask(mask: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(m)
     if n == 0:
         return np.zeros(m.shape, np.uint8)
-    h, w = m.shape
-    centre = labels[h // 2, w // 2]
-    if centre == 0:  # the centre is background: the component nearest to it
-        ys, xs = np.nonzero(labels)
-        d = (ys - h / 2) ** 2 + (xs - w / 2) ** 2
-        centre = labels[ys[np.argmin(d)], xs[np.argmin(d)]]
+    centre = _centre_label(labels)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     keep = np.zeros(n + 1, bool)
     keep[border] = True
@@ -42,12 +50,7 @@ def centre_shift(mask: np.ndarray) -> tuple[int, int]:
     if n == 0:
         return 0, 0
     h, w = mask.shape
-    main = labels[h // 2, w // 2]
-    if main == 0:
-        ys, xs = np.nonzero(labels)
-        i = int(np.argmin((ys - h / 2) ** 2 + (xs - w / 2) ** 2))
-        main = labels[ys[i], xs[i]]
-    cy, cx = ndimage.center_of_mass(labels == main)
+    cy, cx = ndimage.center_of_mass(labels == _centre_label(labels))
     return int(np.rint((h - 1) / 2 - cy)), int(np.rint((w - 1) / 2 - cx))
 
 
@@ -70,19 +73,6 @@ def shift_reflect(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return a[np.ix_(_reflect(np.arange(h) - dy, h), _reflect(np.arange(w) - dx, w))]
 
 
-def remove_small(binary: np.ndarray, min_size: int) -> np.ndarray:
-    """`binary` without its 8-connected components of fewer than `min_size` pixels."""
-    if min_size <= 1:
-        return binary
-    labels, n = ndimage.label(binary, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return binary
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[labels].astype(binary.dtype)
-
-
 def to_conditions(
     x: np.ndarray, *, min_size: int = 0, centre: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +84,7 @@ def to_conditions(
     masks, maps = [], []
     for m, s in zip(x[:, 0], x[:, 1]):
         mask = clean_mask(m > 0)
-        smap = remove_small((s > 0).astype(np.uint8), min_size)
+        smap = remove_small_structures(s > 0, min_size).astype(np.uint8)
         if centre:
             dy, dx = centre_shift(mask)
             mask, smap = shift_reflect(mask, dy, dx), shift_reflect(smap, dy, dx)
