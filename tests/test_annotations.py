@@ -632,6 +632,31 @@ def test_scanline_fill_agrees_with_skimage_polygon() -> None:
     assert n_diff == 0
 
 
+def test_one_pass_window_fill_unites_overlapping_objects() -> None:
+    """`rasterize` cuts all of a window's polygons in one pass; it gives exactly the union of
+    each polygon filled alone, so an overlap (or another object lying in a hole) stays filled
+    rather than being cancelled by the even-odd rule across objects."""
+    import shapely
+
+    from wsi_aug.annotations.index import ObjectIndex, fill_rings
+
+    ring = shapely.Point(60, 60).buffer(40).exterior
+    donut = shapely.Polygon(ring.coords, [shapely.Point(60, 60).buffer(15).exterior.coords])
+    plug = shapely.Point(60, 60).buffer(20)  # fills the donut's hole and overlaps its ring
+    blobs = list(_blobs(30, 60.0, seed=5))
+    geoms = [donut, plug, shapely.box(50, 10, 110, 30), *blobs]
+    index = ObjectIndex(geoms)
+    box = (0.0, 0.0, 128.0, 128.0)
+    got = index.rasterize(box, 64).astype(bool)
+    want = np.zeros((64, 64), bool)
+    for g in index.query(box):
+        for poly in getattr(g, "geoms", [g]):
+            rings = [np.asarray(r.coords) / 2 for r in (poly.exterior, *poly.interiors)]
+            want |= fill_rings(rings, 64)
+    np.testing.assert_array_equal(got, want)
+    assert got[30, 30]  # the donut's hole, covered by the plug
+
+
 @pytest.mark.slow
 def test_rasterising_a_window_costs_about_the_same_with_8000_objects() -> None:
     """The index makes a window's cost independent of how many objects the slide holds."""
@@ -672,8 +697,8 @@ def test_rasterising_a_window_visits_only_the_objects_near_it() -> None:
         geoms = _blobs(n, extent, seed=n)
         index = ObjectIndex(geoms)
         visited: list[int] = []
-        real = index._object_rings
-        index._object_rings = lambda i, real=real, seen=visited: (seen.append(i), real(i))[1]
+        real = index._object_edges
+        index._object_edges = lambda i, real=real, seen=visited: (seen.append(i), real(i))[1]
         rng = np.random.default_rng(3)
         for x, y in rng.uniform(0, extent - 256, (20, 2)):
             visited.clear()

@@ -10,7 +10,6 @@ that reads as complete. A rerun whose key matches a complete store does nothing.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -27,38 +26,13 @@ import zarr
 
 from wsi_aug import __version__
 from wsi_aug.errors import StageMissingError
+from wsi_aug.fingerprint import fingerprint_file as fingerprint_file  # re-exported
+from wsi_aug.fingerprint import fingerprint_value as fingerprint_value
 from wsi_aug.result import StageResult
 
 log = logging.getLogger(__name__)
 
 ATTR = "wsi_aug"
-_HEAD_TAIL = 1 << 20  # bytes hashed at each end of a large file
-_SMALL = 8 << 20  # files up to this size are hashed whole
-
-
-def fingerprint_file(path: str | os.PathLike[str]) -> str:
-    """Content fingerprint of a file: whole-file SHA-256 up to 8 MiB, else size + head + tail.
-
-    Slides can be many GB; hashing their first and last MiB plus the size catches replaced or
-    re-exported files at a cost independent of the slide's size.
-    """
-    p = Path(path)
-    size = p.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with p.open("rb") as f:
-        if size <= _SMALL:
-            h.update(f.read())
-        else:
-            h.update(f.read(_HEAD_TAIL))
-            f.seek(size - _HEAD_TAIL)
-            h.update(f.read(_HEAD_TAIL))
-    return "sha256:" + h.hexdigest()[:32]
-
-
-def fingerprint_value(value: Any) -> str:
-    """Stable fingerprint of a JSON-serialisable value (dict keys sorted)."""
-    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def stage_key(stage: str, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
@@ -669,9 +643,7 @@ def work_stores(root: Path) -> list[Path]:
     ]
 
 
-def describe_work(
-    root: str | os.PathLike[str], stages: Sequence[tuple[str, str]] = ()
-) -> str:
+def describe_work(root: str | os.PathLike[str], stages: Sequence[tuple[str, str]] = ()) -> str:
     """A few lines per stage store of a work folder: stage, state, when, arrays, parameters.
 
     `stages` are (name, store path in the work folder) of the registered stages, in pipeline

@@ -30,14 +30,27 @@ def fill_rings(rings: Sequence[np.ndarray], size: int) -> np.ndarray:
     even-odd rule over a polygon's exterior and holes leaves the holes empty.
     """
     out = np.zeros((size, size), bool)
-    _fill_into(out, rings)
+    edges = ring_edges(rings)
+    if len(edges):
+        fill_polygons(out, edges, np.zeros(len(edges), np.intp))
     return out
 
 
-def _fill_into(out: np.ndarray, rings: Sequence[np.ndarray]) -> None:
-    """`fill_rings` OR-ed into the (size, size) bool `out`, computed only over the rings' rows."""
+def ring_edges(rings: Sequence[np.ndarray]) -> np.ndarray:
+    """The rings' edges as one (n, 4) float64 array of rows (x0, y0, x1, y1)."""
+    parts = [np.concatenate([r[:-1], r[1:]], axis=1) for r in rings if len(r) > 1]
+    return np.concatenate(parts) if parts else np.empty((0, 4))
+
+
+def fill_polygons(out: np.ndarray, edges: np.ndarray, group: np.ndarray) -> None:
+    """OR into the (size, size) bool `out` the even-odd fill of each group of edges.
+
+    `group[k]` names the polygon (exterior and holes) edge k belongs to: the even-odd rule
+    applies within a polygon, and polygons are united, so two overlapping objects stay filled
+    where they overlap. All polygons of a window are cut in one pass, computed only over the
+    rows their edges span.
+    """
     size = out.shape[0]
-    edges = np.concatenate([np.c_[r[:-1], r[1:]] for r in rings if len(r) > 1])
     x0, y0, x1, y1 = edges.T
     lo = min(float(y0.min()), float(y1.min()))
     hi = max(float(y0.max()), float(y1.max()))
@@ -53,20 +66,20 @@ def _fill_into(out: np.ndarray, rings: Sequence[np.ndarray]) -> None:
         return
     t = (y[rows, 0] - y0[idx]) / (y1[idx] - y0[idx])
     xs = x0[idx] + t * (x1[idx] - x0[idx])
-    order = np.lexsort((xs, rows))
+    # sorted by polygon, row, then x: every (polygon, row) run holds an even number of crossings
+    # (closed rings, half-open rule), so consecutive pairs are that polygon's spans on that row
+    order = np.lexsort((xs, rows, group[idx]))
     rows, xs = rows[order], xs[order]
     c0 = np.clip(np.ceil(xs[0::2] - 0.5), 0, size).astype(np.intp)
     c1 = np.clip(np.ceil(xs[1::2] - 0.5), 0, size).astype(np.intp)
-    # +1 where a span starts, -1 where it ends (column `size` catches ends at the right edge).
-    # Without the empty spans, a row's spans are disjoint and sorted, so no index repeats among
-    # the starts, nor among the ends; and every row sums to 0, so one running sum over the
-    # flattened rows is each row's own (flat int32 cumsum is several times faster than per row).
-    keep = c1 > c0
-    at = rows[0::2][keep] * (size + 1)
-    diff = np.zeros((r1 - r0) * (size + 1), np.int32)
-    diff[at + c0[keep]] = 1
-    diff[at + c1[keep]] -= 1
-    band = np.cumsum(diff, dtype=np.int32).reshape(r1 - r0, size + 1)[:, :size]
+    # +1 where a span starts, -1 where it ends (column `size` catches ends at the right edge),
+    # counted with bincount since spans of different polygons may start or end at one pixel;
+    # every row sums to 0, so one running sum over the flattened rows is each row's own, and a
+    # pixel is inside when any polygon's span covers it (count > 0)
+    at = rows[0::2] * (size + 1)
+    n = (r1 - r0) * (size + 1)
+    diff = np.bincount(at + c0, minlength=n) - np.bincount(at + c1, minlength=n)
+    band = np.cumsum(diff).reshape(r1 - r0, size + 1)[:, :size]
     out[r0:r1] |= band > 0
 
 
@@ -80,13 +93,13 @@ class ObjectIndex:
     """The objects of one slide (polygons in level-0 pixels) in an STRtree, built once.
 
     `query` and `touches` find the objects that meet a box; `rasterize` fills them into a mask.
-    Each object's ring coordinates are taken out of shapely once, when a window first meets it.
+    Each object's edges are taken out of shapely once, when a window first meets it.
     """
 
     def __init__(self, geoms: Iterable[BaseGeometry]) -> None:
         self.geoms: list[BaseGeometry] = list(geoms)
         self._tree = shapely.STRtree(self.geoms)
-        self._rings: dict[int, list[list[np.ndarray]]] = {}
+        self._edges: dict[int, list[np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.geoms)
@@ -105,16 +118,16 @@ class ObjectIndex:
         """True when any object meets the box."""
         return len(self._hits(box)) > 0
 
-    def _object_rings(self, i: int) -> list[list[np.ndarray]]:
-        """Per polygon of object i: its exterior and hole rings as (n, 2) float64 arrays."""
-        rings = self._rings.get(i)
-        if rings is None:
-            rings = [
-                [np.asarray(r.coords) for r in (p.exterior, *p.interiors)]
+    def _object_edges(self, i: int) -> list[np.ndarray]:
+        """Per polygon of object i: its exterior's and holes' edges, (n, 4) float64."""
+        edges = self._edges.get(i)
+        if edges is None:
+            edges = [
+                ring_edges([np.asarray(r.coords) for r in (p.exterior, *p.interiors)])
                 for p in _polygons(self.geoms[i])
             ]
-            self._rings[i] = rings
-        return rings
+            self._edges[i] = edges
+        return edges
 
     def rasterize(self, box: Box, size: int) -> np.ndarray:
         """Binary (size, size) uint8 mask of the objects over a level-0 box, at pixel centres.
@@ -123,10 +136,12 @@ class ObjectIndex:
         is exact at the target resolution whatever the slide's own.
         """
         x0, y0, w0, h0 = box
-        scale = np.array([size / w0, size / h0])
-        origin = np.array([x0, y0])
         out = np.zeros((size, size), bool)
-        for i in self._hits(box):
-            for rings in self._object_rings(int(i)):
-                _fill_into(out, [(r - origin) * scale for r in rings])
+        polys = [e for i in self._hits(box) for e in self._object_edges(int(i)) if len(e)]
+        if polys:
+            edges = np.concatenate(polys)
+            group = np.repeat(np.arange(len(polys)), [len(e) for e in polys])
+            origin = np.array([x0, y0, x0, y0])
+            scale = np.array([size / w0, size / h0, size / w0, size / h0])
+            fill_polygons(out, (edges - origin) * scale, group)
         return out.astype(np.uint8)

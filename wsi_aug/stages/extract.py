@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import zarr
 
     from wsi_aug.extract import ExtractSummary, SlideOutput, SlideTask
+    from wsi_aug.fingerprint import FileFingerprints
 
 NAME = "extract"
 MADE_BY = "wsi-aug extract SLIDES"
@@ -265,6 +266,7 @@ def extract(
     gave a patch. ``extract(work, inputs=["slides/"], size=256)`` or with `ExtractParams`.
     """
     from wsi_aug.extract import opening_ahead, plan_tasks
+    from wsi_aug.fingerprint import fingerprinting
 
     p = ExtractParams.build(params, **overrides)
     if not p.inputs and p.manifest is None:
@@ -272,11 +274,12 @@ def extract(
     tasks, skipped = plan_tasks(
         p.inputs, p, annotations=p.annotations, manifest=p.manifest, recursive=p.recursive
     )
-    # The first slides open (decode) in threads while the store module (zarr) is imported, the
-    # inputs are fingerprinted and the cache is checked; a cached result closes them unused.
+    # The inputs are hashed and the first slides open (decode) in threads while the store module
+    # (zarr) is imported and the cache is checked; a cached result closes the slides unused.
     here = p.workers <= 1 and not p.scheduler
-    with opening_ahead(tasks if here else ()):
-        return _extract(Path(work), p, tasks, skipped, force, progress, report)
+    files = [f for t in tasks for f in (t.slide, t.annotation)]
+    with fingerprinting(files) as prints, opening_ahead(tasks if here else ()):
+        return _extract(Path(work), p, tasks, skipped, force, progress, report, prints)
 
 
 def _extract(
@@ -287,6 +290,7 @@ def _extract(
     force: bool,
     progress: bool,
     report: Callable[[str], None] | None,
+    prints: FileFingerprints,
 ) -> ExtractResult:
     from wsi_aug import store
     from wsi_aug.extract import ExtractSummary, group_messages
@@ -299,8 +303,8 @@ def _extract(
     inputs_fp = {
         "slides": {
             str(t.slide.resolve()): [
-                store.fingerprint_file(t.slide),
-                store.fingerprint_file(t.annotation),
+                prints.get(t.slide),
+                prints.get(t.annotation),
                 t.patient,
                 t.split,
                 t.slide_mpp,
