@@ -120,6 +120,7 @@ def test_manifest(tmp_path: Path) -> None:
         ("slide,annotation,split\ndata/a.svs,,tarin\n", "split 'tarin' is not train, val or test"),
         ("slide,annotation\ndata/a.svs,\ndata/a.svs,\n", "row 3: slide 'data/a.svs' is listed"),
         ("", "empty manifest"),
+        ("slide,annotation,patient,split,mpp\n", "manifest.csv: the manifest lists no slide"),
     ],
 )
 def test_manifest_errors(tmp_path: Path, text: str, match: str) -> None:

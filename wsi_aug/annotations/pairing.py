@@ -245,4 +245,6 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
                     "pixel); correct it or leave it empty"
                 )
         entries.append(SlideEntry(slide, annotation, cells.get("patient") or None, split, mpp))
+    if not entries:
+        raise AnnotationError(f"{path}: the manifest lists no slide; add one row per slide")
     return entries
