@@ -256,3 +256,34 @@ def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(
     )
     with pytest.raises(CheckpointError, match=r"wide\.safetensors.*another architecture.*base=16"):
         train(TINY, *discs(4, 0), None, steps=2, resume_from=other)
+
+
+def test_reflect_padding_is_recorded_and_checked_and_old_configs_read_as_zeros(
+    tmp_path: Path,
+) -> None:
+    """The padding mode changes what the weights compute, so a checkpoint records it; a config
+    saved before the field existed reads as zero padding, and resuming across modes is refused."""
+    assert CondGenConfig.from_dict({"size": S, "base": 8, "patch": 1}).padding == "zeros"
+    with pytest.raises(ValueError, match="padding 'circle'"):
+        CondGenConfig(size=S, padding="circle")  # type: ignore[arg-type]
+    refl = CondGenConfig(size=S, base=8, patch=1, padding="reflect")
+    model = build_model(refl)
+    assert all(
+        m.padding_mode == "reflect"
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    )
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the output conv starts at zero: give every weight a value
+        for w in model.parameters():
+            w.add_(0.1 * torch.randn(w.shape, generator=g))
+    x, t = torch.rand(1, 2, S, S, generator=g), torch.full((1,), 0.5)
+    zeros = build_model(TINY)
+    zeros.load_state_dict(model.state_dict())
+    assert not torch.allclose(model(x, t), zeros(x, t))  # same weights, another function
+    path = checkpoints.save(
+        tmp_path / "refl.safetensors", config=refl, model=model, ema=make_ema(model, 0.9), step=1
+    )
+    assert ConditionModel(path).config.padding == "reflect"
+    with pytest.raises(CheckpointError, match=r"padding=reflect vs zeros expected"):
+        train(TINY, *discs(4, 0), None, steps=2, resume_from=path)

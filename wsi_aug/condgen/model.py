@@ -8,9 +8,12 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from wsi_aug.condgen.unet import CondUNet
+from wsi_aug.condgen.unet import CondUNet, PaddingMode
 
 CHANNELS = 2  # glomerulus mask, structure map
+
+
+PADDINGS = ("zeros", "reflect")
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,15 @@ class CondGenConfig:
     smooth: float = 0.0  # Gaussian sigma (px) of the training targets; 0: binary as extracted
     min_size: int = 0  # structures smaller than this are removed from samples (structure's own)
     centre: bool = True  # samples shifted so the mask's main component sits at the centre
+    padding: PaddingMode = "zeros"  # of the U-Net's 3x3 convolutions: zeros or reflect
 
     def __post_init__(self) -> None:
         if self.smooth < 0 or self.min_size < 0:
             raise ValueError(f"smooth {self.smooth}, min_size {self.min_size}: must be >= 0")
         if self.size < 8 or self.patch < 1 or self.base < 8:
             raise ValueError(f"size {self.size}, base {self.base}, patch {self.patch}: too small")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding {self.padding!r}: must be one of {', '.join(PADDINGS)}")
         if self.size % (4 * self.patch):
             raise ValueError(
                 f"patch size {self.size} px is not a multiple of 4 x --patch {self.patch}"
@@ -45,7 +51,7 @@ class CondGenConfig:
 
     def arch(self) -> dict[str, Any]:
         """The fields a checkpoint's weights depend on."""
-        return {"size": self.size, "base": self.base, "patch": self.patch}
+        return {"size": self.size, "base": self.base, "patch": self.patch, "padding": self.padding}
 
 
 def auto_patch(size: int) -> int:
@@ -55,7 +61,7 @@ def auto_patch(size: int) -> int:
 
 def build_model(cfg: CondGenConfig) -> CondUNet:
     """The denoiser, initialised from torch's global default generator state (callers fork it)."""
-    return CondUNet(channels=CHANNELS, base=cfg.base, patch=cfg.patch)
+    return CondUNet(channels=CHANNELS, base=cfg.base, patch=cfg.patch, padding_mode=cfg.padding)
 
 
 def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:

@@ -18,6 +18,7 @@ here (`wsi_aug.condgen.diffusion`).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,9 @@ def _zero(conv: nn.Conv2d) -> None:
         nn.init.zeros_(conv.bias)
 
 
+PaddingMode = Literal["zeros", "reflect"]
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, channels), channels)
 
@@ -46,13 +50,13 @@ def _norm(channels: int) -> nn.GroupNorm:
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, the time embedding added between, with a skip connection."""
 
-    def __init__(self, cin: int, cout: int, tdim: int) -> None:
+    def __init__(self, cin: int, cout: int, tdim: int, padding_mode: PaddingMode = "zeros") -> None:
         super().__init__()
         self.norm1 = _norm(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding_mode)
         self.emb = nn.Linear(tdim, cout)
         self.norm2 = _norm(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, padding_mode=padding_mode)
         _zero(self.conv2)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
@@ -83,36 +87,43 @@ class Attention(nn.Module):
 class CondUNet(nn.Module):
     """Predicts v (the diffusion's velocity) for noisy conditions (B, 2, S, S) at times t (B,)."""
 
-    def __init__(self, channels: int = 2, base: int = 32, patch: int = 2) -> None:
+    def __init__(
+        self, channels: int = 2, base: int = 32, patch: int = 2, padding_mode: PaddingMode = "zeros"
+    ) -> None:
+        """`padding_mode` of every 3x3 convolution: "zeros", or "reflect" (no dark frame that
+        the model must learn to undo at the patch border)."""
         super().__init__()
+        pm = padding_mode
         self.patch = patch
         cin = channels * patch * patch
         widths = (base, 2 * base, 4 * base)
         tdim = 4 * base
         self.base = base
         self.time = nn.Sequential(nn.Linear(base, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
-        self.inp = nn.Conv2d(cin, base, 3, padding=1)
+        self.inp = nn.Conv2d(cin, base, 3, padding=1, padding_mode=pm)
         self.down = nn.ModuleList()
         self.pools = nn.ModuleList()
         prev = base
         for i, w in enumerate(widths):
-            self.down.append(ResBlock(prev, w, tdim))
+            self.down.append(ResBlock(prev, w, tdim, pm))
             self.pools.append(
-                nn.Conv2d(w, w, 3, stride=2, padding=1) if i < len(widths) - 1 else nn.Identity()
+                nn.Conv2d(w, w, 3, stride=2, padding=1, padding_mode=pm)
+                if i < len(widths) - 1
+                else nn.Identity()
             )
             prev = w
-        self.mid1 = ResBlock(prev, prev, tdim)
+        self.mid1 = ResBlock(prev, prev, tdim, pm)
         self.attn = Attention(prev)
-        self.mid2 = ResBlock(prev, prev, tdim)
+        self.mid2 = ResBlock(prev, prev, tdim, pm)
         self.up = nn.ModuleList()
         for i, w in reversed(list(enumerate(widths))):
-            self.up.append(ResBlock(prev + w, w, tdim))
+            self.up.append(ResBlock(prev + w, w, tdim, pm))
             prev = w
             if i > 0:
-                self.up.append(ResBlock(prev, widths[i - 1], tdim))
+                self.up.append(ResBlock(prev, widths[i - 1], tdim, pm))
                 prev = widths[i - 1]
         self.out_norm = _norm(prev)
-        self.out = nn.Conv2d(prev, cin, 3, padding=1)
+        self.out = nn.Conv2d(prev, cin, 3, padding=1, padding_mode=pm)
         _zero(self.out)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from wsi_aug.stages.base import ModelStore, Stage, StageParams, StageResult, param
 
@@ -61,6 +61,11 @@ class TrainConditionsParams(StageParams):
         True,
         "Shift each sample so its mask's main component sits at the patch centre, as "
         "extraction centres real glomeruli.",
+    )
+    padding: Literal["zeros", "reflect"] = param(
+        "zeros",
+        "Padding of the U-Net's 3x3 convolutions: zeros, or reflect (the patch border then looks "
+        "like its inside to the model).",
     )
     ema_decay: float = param(0.999, "Decay of the EMA weights samples are drawn with.", gt=0, lt=1)
     seed: int = param(0, "Random seed (weights, batches, symmetries, noise).", ge=0)
@@ -116,6 +121,7 @@ def model_config(
             smooth=p.smooth,
             min_size=min_size,
             centre=p.centre,
+            padding=p.padding,
         )
     except ValueError as exc:
         raise WsiAugError(f"{where}: {exc}; choose another --patch") from exc
