@@ -263,6 +263,14 @@ def test_reflect_padding_is_recorded_and_checked_and_old_configs_read_as_zeros(
 ) -> None:
     """The padding mode changes what the weights compute, so a checkpoint records it; a config
     saved before the field existed reads as zero padding, and resuming across modes is refused."""
+    from typing import get_args
+
+    from wsi_aug.condgen.unet import PaddingMode
+    from wsi_aug.stages.train_conditions import TrainConditionsParams
+
+    # the stage spells the modes out (its module must not import torch): they must agree
+    option = TrainConditionsParams.model_fields["padding"].annotation
+    assert get_args(option) == get_args(PaddingMode)
     assert CondGenConfig.from_dict({"size": S, "base": 8, "patch": 1}).padding == "zeros"
     with pytest.raises(ValueError, match="padding 'circle'"):
         CondGenConfig(size=S, padding="circle")  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -13,7 +13,7 @@ from wsi_aug.condgen.unet import CondUNet, PaddingMode
 CHANNELS = 2  # glomerulus mask, structure map
 
 
-PADDINGS = ("zeros", "reflect")
+PADDINGS: tuple[str, ...] = get_args(PaddingMode)
 
 
 @dataclass(frozen=True)
