@@ -12,7 +12,6 @@ this) and is several times faster, so it is kept rather than replaced by the lib
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -43,44 +42,46 @@ def ring_edges(rings: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def fill_polygons(out: np.ndarray, edges: np.ndarray, group: np.ndarray) -> None:
-    """OR into the (size, size) bool `out` the even-odd fill of each group of edges.
+    """OR into the C-contiguous (size, size) bool `out` the even-odd fill of each group of edges.
 
     `group[k]` names the polygon (exterior and holes) edge k belongs to: the even-odd rule
     applies within a polygon, and polygons are united, so two overlapping objects stay filled
-    where they overlap. All polygons of a window are cut in one pass, computed only over the
-    rows their edges span.
+    where they overlap. Each edge is cut only with the rows its y-range spans (no rows x edges
+    table), and the spans are written as one list of flat pixel indices, so the cost follows
+    the number of crossings and filled pixels, not the window's size.
     """
+    if not out.flags.c_contiguous:
+        raise ValueError("fill_polygons needs a C-contiguous mask")
     size = out.shape[0]
     x0, y0, x1, y1 = edges.T
-    lo = min(float(y0.min()), float(y1.min()))
-    hi = max(float(y0.max()), float(y1.max()))
-    # rows whose centre line can cut an edge; one row of slack each side costs nothing
-    r0 = max(0, math.floor(lo - 0.5)) if math.isfinite(lo) else 0
-    r1 = min(size, math.ceil(hi - 0.5) + 1) if math.isfinite(hi) else size
-    if r1 <= r0:
+    # edge k cuts the centre lines y = r + 0.5 with min(y0, y1) <= y < max(y0, y1): the
+    # half-open rule, so each row meets an even number of a closed ring's edges
+    k0 = np.clip(np.ceil(np.minimum(y0, y1) - 0.5), 0, size)
+    k1 = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, size)
+    ok = np.isfinite(k0) & np.isfinite(k1)
+    k0 = np.where(ok, k0, 0).astype(np.intp)
+    n = np.maximum(np.where(ok, k1, 0).astype(np.intp) - k0, 0)
+    total = int(n.sum())
+    if total == 0:
         return
-    y = (np.arange(r0, r1) + 0.5)[:, None]
-    cut = (y0 <= y) != (y1 <= y)
-    rows, idx = np.nonzero(cut)
-    if len(rows) == 0:
-        return
-    t = (y[rows, 0] - y0[idx]) / (y1[idx] - y0[idx])
+    idx = np.repeat(np.arange(len(n)), n)
+    rows = np.repeat(k0 - (np.cumsum(n) - n), n) + np.arange(total)
+    t = (rows + 0.5 - y0[idx]) / (y1[idx] - y0[idx])
     xs = x0[idx] + t * (x1[idx] - x0[idx])
-    # sorted by polygon, row, then x: every (polygon, row) run holds an even number of crossings
-    # (closed rings, half-open rule), so consecutive pairs are that polygon's spans on that row
+    # sorted by polygon, row, then x: every (polygon, row) run holds an even number of
+    # crossings, so consecutive pairs are that polygon's spans on that row
     order = np.lexsort((xs, rows, group[idx]))
     rows, xs = rows[order], xs[order]
     c0 = np.clip(np.ceil(xs[0::2] - 0.5), 0, size).astype(np.intp)
     c1 = np.clip(np.ceil(xs[1::2] - 0.5), 0, size).astype(np.intp)
-    # +1 where a span starts, -1 where it ends (column `size` catches ends at the right edge),
-    # counted with bincount since spans of different polygons may start or end at one pixel;
-    # every row sums to 0, so one running sum over the flattened rows is each row's own, and a
-    # pixel is inside when any polygon's span covers it (count > 0)
-    at = rows[0::2] * (size + 1)
-    n = (r1 - r0) * (size + 1)
-    diff = np.bincount(at + c0, minlength=n) - np.bincount(at + c1, minlength=n)
-    band = np.cumsum(diff).reshape(r1 - r0, size + 1)[:, :size]
-    out[r0:r1] |= band > 0
+    lens = np.maximum(c1 - c0, 0)
+    filled = int(lens.sum())
+    if filled == 0:
+        return
+    # the flat indices of every span's pixels, row * size + column, in one vector
+    starts = rows[0::2] * size + c0
+    flat = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(filled)
+    out.reshape(-1)[flat] = True
 
 
 def _polygons(geom: BaseGeometry) -> list[BaseGeometry]:
