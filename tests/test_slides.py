@@ -521,6 +521,38 @@ def test_jpeg_pixels_are_pillows(tmp_path: Path, kind: str) -> None:
         )
 
 
+def test_closed_jpeg_buffers_are_reused_without_changing_earlier_reads(tmp_path: Path) -> None:
+    """A closed JPEG slide's pixel buffer decodes the next JPEG of its size (no fresh pages);
+    what was read from the first slide is a copy and stays as it was."""
+    from wsi_aug.slides import image_backend
+
+    rng = np.random.default_rng(11)
+    paths = []
+    for k in range(2):
+        base = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        rgb = np.asarray(Image.fromarray(base).resize((120, 90), Image.Resampling.BICUBIC))
+        paths.append(tmp_path / f"t{k}.jpg")
+        Image.fromarray(rgb).save(paths[-1], quality=90)
+    wants = []
+    for p in paths:
+        with Image.open(p) as im:
+            wants.append(np.asarray(im.convert("RGB")))
+    slide = open_slide(paths[0], slide_mpp=1.0)
+    first = slide._pixels  # type: ignore[attr-defined]
+    read = slide.read_region((0, 0), 0, (120, 90))
+    slide.close()
+    with open_slide(paths[1], slide_mpp=1.0) as other:
+        assert other._pixels is first  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(other.read_region((0, 0), 0, (120, 90)), wants[1])
+    np.testing.assert_array_equal(read, wants[0])
+    pool = image_backend._BufferPool(max_bytes=2 * first.nbytes)
+    bufs = [np.empty(first.shape, np.uint8) for _ in range(3)]
+    for b in bufs:
+        pool.give(b)
+    assert pool.take(first.shape) is bufs[1]  # the oldest was dropped to stay under max_bytes
+    assert pool.take((5, 5, 3)).shape == (5, 5, 3)  # no kept buffer fits: a new one
+
+
 def test_truncated_jpeg_is_reported(tmp_path: Path) -> None:
     rng = np.random.default_rng(10)
     path = tmp_path / "cut.jpg"
