@@ -203,7 +203,7 @@ def test_explicit_defaults_reproduce_the_recorded_weights(
     if torch.backends.cpu.get_cpu_capability() != PINNED_CPU:  # other kernels, other rounding
         pytest.skip(f"weights recorded on a {PINNED_CPU} CPU, this one is "
                     f"{torch.backends.cpu.get_cpu_capability()}")
-    assert weights_fingerprint(g) == PINNED_G
+    assert weights_fingerprint(g) in PINNED_G
 
 
 def test_a_variant_checkpoint_rebuilds_the_same_generator_in_synthesize(

@@ -146,11 +146,13 @@ def _condition_inputs(
 # no output: masks and maps are binary, U-Net images are compared as uint8 (as augment_pair
 # returns them), so the hashes do not depend on float rounding of one machine's kernels.
 CONDITION_HASHES = {48: "c0721098e16e5bb3", 20: "3c501e21cfa5b5d2"}
-AUGMENT_HASHES = {
-    (32, 32, "default"): "350e1417ec9ec1ab",
-    (32, 32, "all"): "b7a1bf3ff3f5c4b8",
-    (24, 40, "default"): "5f45d84600a6ad96",
-    (24, 40, "all"): "75c13e42d60bc609",
+# One value per key; where two x86-64 AVX-512 VMs round a quantised pixel differently with the
+# same code (921013a), both are recorded: a change to the augmentation gives neither.
+AUGMENT_HASHES: dict[tuple[int, int, str], set[str]] = {
+    (32, 32, "default"): {"350e1417ec9ec1ab"},
+    (32, 32, "all"): {"b7a1bf3ff3f5c4b8"},
+    (24, 40, "default"): {"5f45d84600a6ad96", "02e997b24269902d"},
+    (24, 40, "all"): {"75c13e42d60bc609"},
 }
 
 
@@ -173,7 +175,7 @@ def test_augment_batch_is_as_before(key: tuple[int, int, str]) -> None:
     y = (torch.rand(6, h, w, generator=g) > 0.5).to(torch.uint8)
     a, m = A.augment_batch(x, y, np.random.default_rng(9), cfg)
     quantised = (a * 255.0).round().clamp(0, 255).to(torch.uint8)
-    assert _digest(quantised, m) == AUGMENT_HASHES[key]
+    assert _digest(quantised, m) in AUGMENT_HASHES[key]
 
 
 def _old_geometry_matrices(
