@@ -2,7 +2,7 @@
 
 The KS distance of `eval-conditions`' centroid feature is scale-free: it reads a sub-pixel gap
 as large. This prints the quantiles themselves for the held-out real conditions and for learned
-ones drawn with and without whole-pixel centring, from WORK's latest condition checkpoint:
+ones drawn with and without centring (`--centre`), from WORK's latest condition checkpoint:
 
     python benchmarks/conditions_centroid.py --work WORK [--n 64]
 """

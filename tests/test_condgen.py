@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from wsi_aug.condgen import checkpoints, stats
 from wsi_aug.condgen.mix import canonical_source, parse_mix
 from wsi_aug.condgen.model import CondGenConfig, build_model, make_ema
 from wsi_aug.condgen.postprocess import (
     clean_mask,
+    shift_field,
     shift_reflect,
     to_conditions,
 )
@@ -127,6 +129,62 @@ def test_centring_moves_the_main_component_to_the_centre_and_both_channels_with_
     assert s[0, 9 + dy, 11 + dx] == 1 and s[0].sum() == 1
     m0, _ = to_conditions(x, centre=False)
     assert m0[0, 8:18, 10:20].all()  # without centring, where it was
+
+
+def test_subpixel_centring_centres_the_continuous_shape_whole_pixel_does_not() -> None:
+    """Extraction centres a real glomerulus's polygon; sub-pixel centring finds the centroid of a
+    sample's continuous shape (a soft disc a few px off, as the model draws them) to a few
+    hundredths of a pixel and moves it there, where whole-pixel shifts leave up to half a pixel."""
+    from wsi_aug.condgen.postprocess import centre_offset, shape_offset
+
+    size = 64
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:size, :size]
+    c = (size - 1) / 2
+    x = np.empty((30, 2, size, size), np.float32)
+    true = []
+    for i in range(30):
+        cy, cx = c + rng.uniform(-4, 4, 2)
+        r = rng.uniform(10, 18)
+        x[i, 0] = np.clip((r**2 - (yy - cy) ** 2 - (xx - cx) ** 2) / r**2, -1, 1)  # a soft disc
+        x[i, 1] = np.where((yy - cy) ** 2 + (xx - cx) ** 2 < 4, 1.0, -1.0)  # a dot at its centre
+        true.append((c - cy, c - cx))
+    found = [shape_offset(x[i, 0].astype(np.float64), x[i, 0] > 0) for i in range(30)]
+    assert np.abs(np.array(found) - np.array(true)).max() < 0.05
+    off = {}
+    for sub in (True, False):
+        m, s = to_conditions(x, centre=True, subpixel=sub)
+        off[sub] = np.array([np.hypot(*centre_offset(mi)) for mi in m])
+        # the structure moved with the mask (to the nearest pixel): the dot is at the centre
+        assert all(si[int(c) : int(c) + 2, int(c) : int(c) + 2].all() for si in s)
+    assert np.median(off[True]) < 0.1 and off[True].max() < 0.3
+    assert np.median(off[False]) > 0.25
+
+
+def test_shift_field_is_shift_reflect_for_whole_pixels() -> None:
+    a = np.random.default_rng(0).normal(size=(9, 7))
+    for dy, dx in [(2, 0), (0, -3), (1, 1), (-4, 2)]:
+        np.testing.assert_allclose(shift_field(a, dy, dx), shift_reflect(a, dy, dx))
+    half = shift_field(a, 0, 0.5)
+    np.testing.assert_allclose(half[:, 1:], (a[:, 1:] + a[:, :-1]) / 2)  # interpolated
+
+
+def test_mask_sigma_smooths_a_frayed_outline_into_one_solid_blob() -> None:
+    """Noise on the outline (specks, a ragged edge) thresholds into extra components and a low
+    solidity; blurring the mask channel first leaves one solid blob of about the same area."""
+    from skimage.measure import regionprops
+
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[:S, :S]
+    c = (S - 1) / 2
+    field = np.clip((64 - (yy - c) ** 2 - (xx - c) ** 2) / 64, -1, 1)
+    x = np.stack([field + rng.normal(0, 0.6, (S, S)), -np.ones((S, S))])[None].astype(np.float32)
+    raw, _ = to_conditions(x, centre=False)
+    smooth, _ = to_conditions(x, centre=False, mask_sigma=1.5)
+    solidity = [regionprops(m.astype(np.uint8))[0].solidity for m in (raw[0], smooth[0])]
+    assert solidity[0] < 0.6 and solidity[1] > 0.9
+    assert ndimage.label(raw[0])[1] > 1 and ndimage.label(smooth[0])[1] == 1
+    assert abs(int(smooth[0].sum()) - np.pi * 64) < 0.25 * np.pi * 64
 
 
 def test_shifted_in_pixels_mirror_the_edge() -> None:
@@ -295,3 +353,59 @@ def test_reflect_padding_is_recorded_and_checked_and_old_configs_read_as_zeros(
     assert ConditionModel(path).config.padding == "reflect"
     with pytest.raises(CheckpointError, match=r"padding=reflect vs zeros expected"):
         train(TINY, *discs(4, 0), None, steps=2, resume_from=path)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_and_the_stage_spells_the_same_modes() -> None:
+    from typing import get_args
+
+    from wsi_aug.condgen.train import LR_SCHEDULES, WARMUP, _lr
+    from wsi_aug.stages.train_conditions import TrainConditionsParams
+
+    option = TrainConditionsParams.model_fields["lr_schedule"].annotation
+    assert get_args(option) == LR_SCHEDULES
+    steps = 1000
+    const = [_lr(1.0, s, steps, "constant") for s in range(steps)]
+    cos = [_lr(1.0, s, steps, "cosine") for s in range(steps)]
+    assert cos[:WARMUP] == const[:WARMUP] and const[-1] == 1.0
+    assert cos[WARMUP] == pytest.approx(1.0) and cos[-1] < 1e-4
+    assert all(a >= b for a, b in zip(cos[WARMUP:], cos[WARMUP + 1 :]))  # falls monotonically
+    mid = WARMUP + (steps - WARMUP) // 2
+    assert cos[mid] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_checkpoints_samples_get_its_configs_mask_blur_and_old_configs_the_default(
+    trained: tuple[Path, list[float]], tmp_path: Path
+) -> None:
+    """The mask blur is part of the model's configuration: a checkpoint saved with it is sampled
+    with it, one saved before the field existed gets the default, and the stage's default is the
+    model's (one value, not two that can drift)."""
+    import dataclasses
+
+    from wsi_aug.condgen.sample import draw_raw
+    from wsi_aug.conditions import sample_seed
+    from wsi_aug.stages.train_conditions import TrainConditionsParams
+
+    default = CondGenConfig().mask_sigma
+    assert TrainConditionsParams().mask_sigma == default > 0
+    assert CondGenConfig.from_dict({"size": S, "base": 8, "patch": 1}).mask_sigma == default
+    with pytest.raises(ValueError, match="mask_sigma -1"):
+        CondGenConfig(size=S, mask_sigma=-1)
+    ck = checkpoints.load(trained[0])
+    seeds = [sample_seed(0, i) for i in range(4)]
+    model = ConditionModel(trained[0], steps=4)
+    raw = draw_raw(model.model, seeds, S, steps=4)
+    drawn = {}
+    for sigma in (0.0, 3.0):
+        net = build_model(ck.config)
+        net.load_state_dict(ck.ema)
+        path = checkpoints.save(
+            tmp_path / f"s{sigma:g}.safetensors",
+            config=dataclasses.replace(ck.config, mask_sigma=sigma),
+            model=net,
+            ema=make_ema(net, 0.9),
+            step=1,
+        )
+        drawn[sigma] = ConditionModel(path, steps=4)(seeds)
+        want = to_conditions(raw, min_size=ck.config.min_size, centre=True, mask_sigma=sigma)
+        assert all(np.array_equal(a, b) for a, b in zip(drawn[sigma], want))
+    assert not np.array_equal(drawn[0.0][0], drawn[3.0][0])

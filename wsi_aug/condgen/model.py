@@ -27,11 +27,15 @@ class CondGenConfig:
     smooth: float = 0.0  # Gaussian sigma (px) of the training targets; 0: binary as extracted
     min_size: int = 0  # structures smaller than this are removed from samples (structure's own)
     centre: bool = True  # samples shifted so the mask's main component sits at the centre
+    mask_sigma: float = 4.0  # Gaussian sigma (px) of the sampled mask channel before thresholding
     padding: PaddingMode = "zeros"  # of the U-Net's 3x3 convolutions: zeros or reflect
 
     def __post_init__(self) -> None:
-        if self.smooth < 0 or self.min_size < 0:
-            raise ValueError(f"smooth {self.smooth}, min_size {self.min_size}: must be >= 0")
+        if self.smooth < 0 or self.min_size < 0 or self.mask_sigma < 0:
+            raise ValueError(
+                f"smooth {self.smooth}, min_size {self.min_size}, mask_sigma {self.mask_sigma}: "
+                "must be >= 0"
+            )
         if self.size < 8 or self.patch < 1 or self.base < 8:
             raise ValueError(f"size {self.size}, base {self.base}, patch {self.patch}: too small")
         if self.padding not in PADDINGS:
@@ -48,6 +52,10 @@ class CondGenConfig:
     def from_dict(cls, d: dict[str, Any]) -> CondGenConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def postprocessing(self) -> dict[str, Any]:
+        """The keywords of `wsi_aug.condgen.postprocess.to_conditions` this model's samples get."""
+        return {"min_size": self.min_size, "centre": self.centre, "mask_sigma": self.mask_sigma}
 
     def arch(self) -> dict[str, Any]:
         """The fields a checkpoint's weights depend on."""

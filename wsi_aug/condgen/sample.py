@@ -28,6 +28,33 @@ def start_noise(seeds: Sequence[int], size: int) -> torch.Tensor:
     return out
 
 
+def draw_raw(
+    model: torch.nn.Module,
+    seeds: Sequence[int],
+    size: int,
+    *,
+    steps: int = 50,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> np.ndarray:
+    """The model's real-valued samples (B, 2, S, S) float32 for the given per-sample seeds."""
+    dev = torch.device(device)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if dev.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    parts = []
+    for start in range(0, len(seeds), batch_size):
+        noise = start_noise(seeds[start : start + batch_size], size).to(dev)
+        with autocast:
+            x0 = ddim_sample(model, noise, steps)
+        parts.append(x0.float().cpu().numpy())
+    if not parts:
+        return np.zeros((0, CHANNELS, size, size), np.float32)
+    return np.concatenate(parts)
+
+
 def draw(
     model: torch.nn.Module,
     seeds: Sequence[int],
@@ -38,29 +65,15 @@ def draw(
     batch_size: int = 64,
     min_size: int = 0,
     centre: bool = False,
+    mask_sigma: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Masks and structure maps (B, S, S) uint8 {0, 1} for the given per-sample seeds.
 
-    `min_size` and `centre`: the post-processing of `wsi_aug.condgen.postprocess.to_conditions`.
+    `min_size`, `centre` and `mask_sigma`: the post-processing of
+    `wsi_aug.condgen.postprocess.to_conditions`.
     """
-    dev = torch.device(device)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if dev.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    masks, maps = [], []
-    for start in range(0, len(seeds), batch_size):
-        noise = start_noise(seeds[start : start + batch_size], size).to(dev)
-        with autocast:
-            x0 = ddim_sample(model, noise, steps)
-        m, s = to_conditions(x0.float().cpu().numpy(), min_size=min_size, centre=centre)
-        masks.append(m)
-        maps.append(s)
-    if not masks:
-        empty = np.zeros((0, size, size), np.uint8)
-        return empty, empty.copy()
-    return np.concatenate(masks), np.concatenate(maps)
+    x = draw_raw(model, seeds, size, steps=steps, device=device, batch_size=batch_size)
+    return to_conditions(x, min_size=min_size, centre=centre, mask_sigma=mask_sigma)
 
 
 class ConditionModel:
@@ -94,6 +107,5 @@ class ConditionModel:
             steps=self.steps,
             device=self.device,
             batch_size=batch_size,
-            min_size=self.config.min_size,
-            centre=self.centre,
+            **{**self.config.postprocessing(), "centre": self.centre},
         )

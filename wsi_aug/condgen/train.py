@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 LOSS_COLUMNS = ("step", "loss", "lr", "it/s")
 WARMUP = 200  # steps of linear learning-rate warm-up
+LrSchedule = Literal["constant", "cosine"]  # after the warm-up
+LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 GRID = 6  # samples (and real conditions) in a sample grid
 
 
@@ -76,8 +80,14 @@ def step_batch(data: np.ndarray, batch_size: int, seed: int, step: int) -> np.nd
     return np.stack([dihedral(data[i], *DIHEDRAL[s]) for i, s in zip(idx, sym)])
 
 
-def _lr(base: float, step: int) -> float:
-    return base * min(1.0, (step + 1) / WARMUP)
+def _lr(base: float, step: int, steps: int, schedule: LrSchedule = "constant") -> float:
+    """The learning rate of `step` (0-based) of `steps`: linear warm-up, then constant, or a
+    cosine decay from `base` to 0 at the last step."""
+    warm = base * min(1.0, (step + 1) / WARMUP)
+    if schedule == "constant" or step < WARMUP:
+        return warm
+    span = max(1, steps - WARMUP)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - WARMUP) / span)))
 
 
 def train(
@@ -89,6 +99,7 @@ def train(
     steps: int,
     batch_size: int = 16,
     lr: float = 5e-4,
+    lr_schedule: LrSchedule = "constant",
     seed: int = 0,
     device: torch.device | str = "cpu",
     sample_every: int = 500,
@@ -151,7 +162,7 @@ def train(
             t = torch.rand(len(x0), generator=g).to(dev)
             xt, target = noisy(x0, t, noise)
             for group in opt.param_groups:
-                group["lr"] = _lr(lr, step)
+                group["lr"] = _lr(lr, step, steps, lr_schedule)
             with autocast:
                 pred = model(xt, t)
             loss = torch.mean((pred.float() - target) ** 2)
@@ -165,7 +176,7 @@ def train(
             result.step_seconds += took
             result.losses.append(value)
             result.step = step + 1
-            pending.append((step + 1, value, _lr(lr, step)))
+            pending.append((step + 1, value, _lr(lr, step, steps, lr_schedule)))
             bar.update(1)
             done = step + 1
             saving = out is not None and (done % checkpoint_every == 0 or done == steps)
@@ -226,8 +237,7 @@ def _sample_grid(
         data.shape[-1],
         steps=sample_steps,
         device=device,
-        min_size=cfg.min_size,
-        centre=cfg.centre,
+        **cfg.postprocessing(),
     )
     model.train(was)
     real = (data[: min(GRID, len(data))] > 0).astype(np.uint8)  # smoothing keeps the 0 level
