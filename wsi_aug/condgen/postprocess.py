@@ -49,16 +49,6 @@ def clean_mask(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(keep[labels]).astype(np.uint8)
 
 
-def centre_shift(mask: np.ndarray) -> tuple[int, int]:
-    """Whole-pixel (dy, dx) moving the centre's component's centroid onto the patch centre."""
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return 0, 0
-    h, w = mask.shape
-    cy, cx = ndimage.center_of_mass(labels == _centre_label(labels))
-    return int(np.rint((h - 1) / 2 - cy)), int(np.rint((w - 1) / 2 - cx))
-
-
 def centre_offset(mask: np.ndarray) -> tuple[float, float]:
     """Sub-pixel (dy, dx) moving the centre's component's centroid onto the patch centre."""
     labels, n = ndimage.label(mask)
@@ -67,6 +57,12 @@ def centre_offset(mask: np.ndarray) -> tuple[float, float]:
     h, w = mask.shape
     cy, cx = ndimage.center_of_mass(labels == _centre_label(labels))
     return float((h - 1) / 2 - cy), float((w - 1) / 2 - cx)
+
+
+def centre_shift(mask: np.ndarray) -> tuple[int, int]:
+    """Whole-pixel (dy, dx) moving the centre's component's centroid onto the patch centre."""
+    dy, dx = centre_offset(mask)
+    return int(np.rint(dy)), int(np.rint(dx))
 
 
 def shift_field(a: np.ndarray, dy: float, dx: float) -> np.ndarray:
