@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -377,7 +378,7 @@ def test_low_resolution_mask_is_rescaled(tmp_path, suffix):
     """Every mask suffix the annotation readers accept is rescaled to the slide (one list)."""
     from PIL import Image
 
-    from wsi_aug.annotations.masks import MASK_SUFFIXES
+    from wsi_aug.annotations.suffixes import MASK_SUFFIXES
 
     assert suffix in MASK_SUFFIXES
     rng = np.random.default_rng(0)
@@ -656,6 +657,49 @@ def test_slides_are_closed_on_the_thread_that_opened_them(monkeypatch):
     assert _eventually(lambda: all(s.closed for s in opened)) and len(opened) == 6
     assert {s.opened_on for s in opened} <= {"wsi-aug-open-0_0", "wsi-aug-open-1_0"}
     assert all(s.closed_on == s.opened_on for s in opened)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are Linux-only")
+def test_second_opening_lane_yields_the_cpu_and_the_first_does_not(monkeypatch):
+    """Lanes after the first run at nice 19, so the extracting thread keeps its CPU."""
+    import threading
+
+    import wsi_aug.extract as ex
+
+    nice: dict[str, int] = {}
+
+    def fake_open(task):
+        me = threading.current_thread()
+        nice[me.name] = os.getpriority(os.PRIO_PROCESS, me.native_id)
+        return _FakeSlide(task.slide.name, 0)
+
+    monkeypatch.setattr(ex, "_open_task", fake_open)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    tasks = _fake_tasks(8)
+    with ex.opening_ahead(tasks, threads=2):
+        for t in tasks:
+            with ex._opened(t):
+                pass
+    assert nice.get("wsi-aug-open-0_0") == base
+    assert nice.get("wsi-aug-open-1_0") == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+def test_pairing_does_not_import_the_parsers_or_shapely():
+    """Planning an extraction (pairing files) leaves shapely for later: decoding starts first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, wsi_aug.extract, wsi_aug.annotations.pairing; "
+        "print(sorted(m for m in ('shapely', 'wsi_aug.annotations.model', "
+        "'wsi_aug.annotations.read') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from wsi_aug.annotations import AnnotationSet, read_annotations  # the lazy names resolve
+
+    assert AnnotationSet.__name__ == "AnnotationSet" and callable(read_annotations)
 
 
 def test_open_ahead_errors_come_back_with_their_slide(monkeypatch):

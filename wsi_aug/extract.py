@@ -25,9 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from wsi_aug.annotations.index import ObjectIndex
-from wsi_aug.annotations.masks import MASK_SUFFIXES
-from wsi_aug.annotations.model import UnknownClassError, asked_text
+from wsi_aug.annotations.suffixes import MASK_SUFFIXES
 from wsi_aug.errors import WsiAugError
 
 if TYPE_CHECKING:
@@ -35,6 +33,7 @@ if TYPE_CHECKING:
 
     from shapely.geometry.base import BaseGeometry
 
+    from wsi_aug.annotations.index import ObjectIndex
     from wsi_aug.annotations.model import Annotation
     from wsi_aug.annotations.pairing import SlideEntry
     from wsi_aug.slides.base import Slide
@@ -181,6 +180,8 @@ class SlideMessage(str):
     @classmethod
     def of_error(cls, exc: WsiAugError, slide: Path, annotation: Path | None) -> SlideMessage:
         """The message of a slide's error; its cause is the text after the file it names."""
+        from wsi_aug.annotations.model import UnknownClassError, asked_text
+
         text = str(exc)
         if isinstance(exc, UnknownClassError):
             cause = "no object of class " + asked_text(exc.asked)
@@ -253,6 +254,8 @@ def rasterize(geoms: Iterable[BaseGeometry], box: Box, size: int) -> np.ndarray:
     exact at the target resolution whatever the slide's own. For many windows over the same
     polygons, build one `ObjectIndex` and call its `rasterize` (this builds one per call).
     """
+    from wsi_aug.annotations.index import ObjectIndex
+
     return ObjectIndex(geoms).rasterize(box, size)
 
 
@@ -382,6 +385,8 @@ def _extract_open_slide(task: SlideTask, slide: Slide, out: SlideOutput) -> None
             "(fragments; change with --min-area)"
         )
     centred = [a for a in objects if a.geometry.area >= min_px]
+    from wsi_aug.annotations.index import ObjectIndex
+
     index = ObjectIndex(a.geometry for a in objects)
     w0, h0 = slide.pixel_aligned((0.0, 0.0, size * p.mpp / mpp_x, size * p.mpp / mpp_y), p.mpp)[2:]
     imgs: list[np.ndarray] = []
@@ -592,6 +597,18 @@ OPEN_AHEAD_BYTES = 256 << 20
 """... and they hold at most about this many bytes of decoded pixels (plain images)."""
 
 
+def _yield_to_others() -> None:
+    """Give the calling thread the lowest scheduling priority (Linux; elsewhere nothing).
+
+    The second and later opening lanes run this: the thread that rasterises and writes holds
+    the GIL for most of a run and is its critical path, so on two CPUs three runnable threads
+    would slow it by a third; a lane at nice 19 decodes only on CPU time no one else wants.
+    Raising one's own niceness needs no privilege.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 class _OpenAhead:
     """Opens the slides of a task list in threads, in task order, a bounded window ahead.
 
@@ -621,7 +638,12 @@ class _OpenAhead:
         self._busy = [0] * threads  # openings submitted to each lane and not finished
         self._closed = False
         self._lanes = [
-            ThreadPoolExecutor(1, thread_name_prefix=f"wsi-aug-open-{k}") for k in range(threads)
+            ThreadPoolExecutor(
+                1,
+                thread_name_prefix=f"wsi-aug-open-{k}",
+                initializer=_yield_to_others if k > 0 else None,
+            )
+            for k in range(threads)
         ]
         with self._lock:
             self._fill()

@@ -3,22 +3,46 @@ DSA/HistomicsTK JSON and mask images.
 
 Every format is read into an `AnnotationSet` of polygons in level-0 pixel coordinates, with a
 report of what was repaired, dropped and skipped; `read_annotations` finds the format itself.
+
+The names below load on first use (PEP 562): pairing slides with their files needs neither
+shapely nor the format parsers, so extraction can start decoding slides before they import.
 """
 
-from wsi_aug.annotations.model import (
-    Annotation,
-    AnnotationReport,
-    AnnotationSet,
-    clean_geometry,
-)
-from wsi_aug.annotations.pairing import (
-    SlideEntry,
-    find_annotation,
-    find_slides,
-    pair_annotations,
-    read_manifest,
-)
-from wsi_aug.annotations.read import detect_format, read_annotations, summarise
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsi_aug.annotations.model import (
+        Annotation,
+        AnnotationReport,
+        AnnotationSet,
+        clean_geometry,
+    )
+    from wsi_aug.annotations.pairing import (
+        SlideEntry,
+        find_annotation,
+        find_slides,
+        pair_annotations,
+        read_manifest,
+    )
+    from wsi_aug.annotations.read import detect_format, read_annotations, summarise
+
+_WHERE = {
+    "Annotation": "model",
+    "AnnotationReport": "model",
+    "AnnotationSet": "model",
+    "clean_geometry": "model",
+    "SlideEntry": "pairing",
+    "find_annotation": "pairing",
+    "find_slides": "pairing",
+    "pair_annotations": "pairing",
+    "read_manifest": "pairing",
+    "detect_format": "read",
+    "read_annotations": "read",
+    "summarise": "read",
+}
 
 __all__ = [
     "Annotation",
@@ -34,3 +58,16 @@ __all__ = [
     "read_manifest",
     "summarise",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

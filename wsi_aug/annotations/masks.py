@@ -25,7 +25,6 @@ from wsi_aug.annotations.model import (
 from wsi_aug.errors import AnnotationError
 
 FMT = "mask image"
-MASK_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 _LOSSY = {".jpg", ".jpeg", ".webp"}
 
 

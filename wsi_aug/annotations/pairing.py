@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsi_aug.annotations.masks import MASK_SUFFIXES
+from wsi_aug.annotations.suffixes import MASK_SUFFIXES
 from wsi_aug.errors import AnnotationError, SlideError
 
 _SLIDE_SUFFIXES: frozenset[str] | None

@@ -29,8 +29,9 @@ from wsi_aug.annotations.geojson import GEOMETRY_TYPES, parse_geojson
 from wsi_aug.annotations.halo import is_halo, parse_halo
 from wsi_aug.annotations.imagescope import parse_imagescope
 from wsi_aug.annotations.labelme import is_labelme, parse_labelme
-from wsi_aug.annotations.masks import MASK_SUFFIXES, read_mask
+from wsi_aug.annotations.masks import read_mask
 from wsi_aug.annotations.model import AnnotationSet, clean_text, shown
+from wsi_aug.annotations.suffixes import MASK_SUFFIXES
 from wsi_aug.errors import AnnotationError
 
 FORMATS = ("geojson", "labelme", "dsa", "asap", "imagescope", "halo", "mask")
