@@ -3,8 +3,9 @@
 Draws ``--n`` real-valued samples once from WORK's latest condition checkpoint (or
 ``--checkpoint``), then thresholds them with each post-processing variant of
 `wsi_aug.condgen.postprocess.to_conditions`: whole-pixel centring against centring the
-continuous shape (sub-pixel), and the mask channel blurred with a Gaussian of sigma 0 to 6 px
-before thresholding. Each variant is
+continuous shape (sub-pixel), the mask channel blurred with a Gaussian of sigma 0 to 6 px
+before thresholding, the thresholded mask opened with a disc of radius 2 to 8 px (``mask_open``:
+stalks and spurs cut), and the structure channel blurred (``structure_sigma``). Each variant is
 scored (`wsi_aug.condgen.stats.compare`, the measures of ``eval-conditions``) against the
 **val** split's real positive conditions, which is where a variant is chosen; the chosen one,
 beside the current default, is then scored once against the **test** split, which took no part
@@ -56,6 +57,17 @@ def variants() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {"whole-pixel centring": {"subpixel": False}}
     for sigma in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0):
         out[f"shape centring, mask sigma {sigma:g}"] = {"subpixel": True, "mask_sigma": sigma}
+    for sigma in (3.0, 4.0, 5.0):  # eleventh session: opening the mask (stalks, spurs)
+        for radius in (2.0, 4.0, 6.0, 8.0):
+            out[f"shape centring, mask sigma {sigma:g}, open {radius:g}"] = {
+                "mask_sigma": sigma,
+                "mask_open": radius,
+            }
+    for ssig in (0.5, 1.0):  # and blurring the structure channel (grain)
+        out[f"shape centring, mask sigma 4, structure sigma {ssig:g}"] = {
+            "mask_sigma": 4.0,
+            "structure_sigma": ssig,
+        }
     return out
 
 

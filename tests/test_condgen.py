@@ -187,6 +187,43 @@ def test_mask_sigma_smooths_a_frayed_outline_into_one_solid_blob() -> None:
     assert abs(int(smooth[0].sum()) - np.pi * 64) < 0.25 * np.pi * 64
 
 
+def test_mask_opening_cuts_a_stalk_and_keeps_the_blob_and_centring_sees_the_cut() -> None:
+    """A disc with a 3-px stalk to the border: opening with radius 3 removes the stalk (one
+    solid component, no border contact) and the centred mask is the disc's; radius 0 keeps it."""
+    from skimage.measure import regionprops
+
+    n = 64
+    yy, xx = np.mgrid[:n, :n]
+    c = (n - 1) / 2
+    disc = (yy - c) ** 2 + (xx - c) ** 2 <= 12**2
+    stalk = (np.abs(xx - c) <= 1) & (yy > c)
+    field = np.where(disc | stalk, 1.0, -1.0)
+    x = np.stack([field, -np.ones((n, n))])[None].astype(np.float32)
+    kept, _ = to_conditions(x, centre=True)
+    opened, _ = to_conditions(x, centre=True, mask_open=3)
+    assert kept[0][-1].any() and not opened[0][-1].any()  # the stalk reached the border
+    props = [regionprops(m.astype(np.uint8))[0] for m in (kept[0], opened[0])]
+    assert props[1].solidity > props[0].solidity and props[1].solidity > 0.95
+    cy, cx = props[1].centroid
+    assert abs(cy - c) < 0.5 and abs(cx - c) < 0.5  # centred on the disc, not disc + stalk
+    assert abs(int(opened[0].sum()) - int(disc.sum())) < 0.05 * disc.sum()
+
+
+def test_structure_sigma_removes_single_pixel_grain_and_keeps_blobs() -> None:
+    rng = np.random.default_rng(3)
+    n = 64
+    s = -np.ones((n, n))
+    s[10:30, 10:30] = 1.0  # a blob
+    speck = rng.random((n, n)) < 0.03
+    speck[5:35, 5:35] = False
+    s[speck] = 1.0  # isolated single pixels
+    x = np.stack([-np.ones((n, n)), s])[None].astype(np.float32)
+    _, raw = to_conditions(x)
+    _, blurred = to_conditions(x, structure_sigma=1.0)
+    assert ndimage.label(raw[0])[1] > 20 and ndimage.label(blurred[0])[1] == 1
+    assert blurred[0][12:28, 12:28].all()
+
+
 def test_shifted_in_pixels_mirror_the_edge() -> None:
     a = np.arange(25).reshape(5, 5)
     assert shift_reflect(a, 0, 2)[0].tolist() == [1, 0, 0, 1, 2]

@@ -29,16 +29,17 @@ _SAMPLES, _LOSSES = "samples", "losses.csv"
 class TrainConditionsParams(StageParams):
     """The condition model's size and training length.
 
-    The defaults train in about 25 minutes at 128 px on a 2-core CPU (measured 1.7-2.0 steps/s
-    there, batch 16, base 32, patch 4); on a GPU the same command runs under bf16 autocast, where
-    a larger model (--base 64 --patch 2) and more --steps fit the same time.
+    The defaults train in 18 to 25 minutes at 128 px on a 2-core CPU (batch 16, base 32, patch
+    4: measured 5.3 steps/s on one development VM, 6.3-7.2 on another); on a GPU the same command
+    runs under bf16 autocast, where a larger model (--base 64 --patch 2) and more --steps fit the
+    same time.
     """
 
     stage = NAME
 
     steps: int = param(
         7500,
-        "Training steps in all (batches of --batch-size); 7500 take about 25 min at 128 px on a "
+        "Training steps in all (batches of --batch-size); 7500 take 18-25 min at 128 px on a "
         "2-core CPU.",
         ge=1,
     )
