@@ -318,6 +318,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_export(syn_work: WorkDir, tmp_path: Path) -> None:
     work = str(syn_work.root)
     out = tmp_path / "coco"

@@ -29,6 +29,7 @@ D_PARAMS_256 = 4_831_745
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_paper_models_at_256_have_the_papers_size_and_shapes() -> None:
     cfg = GanConfig()  # 256 px, ngf = ndf = 64, paper D
     g = build_generator(cfg, torch.Generator().manual_seed(0))

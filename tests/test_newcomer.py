@@ -54,6 +54,7 @@ def seg_work2(tiny_work: WorkDir, tmp_path_factory: pytest.TempPathFactory) -> W
     return work
 
 
+@pytest.mark.slow
 def test_eval_seg_summary_keeps_every_cached_configuration(seg_work2: WorkDir) -> None:
     from wsi_aug.stages.eval_seg import eval_seg
 

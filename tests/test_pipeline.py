@@ -19,6 +19,7 @@ def _config(slides: Path, min_size: int = 0) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_runner_skips_cached_and_reruns_changed_stage(phantom_slides, tmp_path):
     first = run_pipeline(_config(phantom_slides), work=tmp_path, progress=False)
     assert [(r.name, r.cached) for r in first] == [("extract", False), ("structure", False)]

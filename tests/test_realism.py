@@ -126,6 +126,7 @@ def works(tiny_work: WorkDir, tmp_path_factory: pytest.TempPathFactory) -> tuple
     return a, b
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_eval_gan_compares_several_sets(works: tuple[WorkDir, WorkDir]) -> None:
     a, b = works
@@ -160,6 +161,7 @@ def test_eval_gan_rejects_repeated_labels_and_missing_paths(
         eval_gan(a.root, synthetic=(str(tmp_path / "nowhere"),), **TINY)
 
 
+@pytest.mark.slow
 def test_cli_takes_repeated_synthetic_options(works: tuple[WorkDir, WorkDir]) -> None:
     from click.testing import CliRunner
 

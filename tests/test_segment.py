@@ -92,6 +92,7 @@ def _read_full(slide, spec: ModelSpec) -> np.ndarray:
                              spec.mpp, size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
 def test_tiling_reproduces_one_full_pass(phantom_slides, overlap):
     """Stitched tiles (resampled 0.5 -> 1 µm/px) give the mask of one pass over the whole slide."""
@@ -206,6 +207,7 @@ def test_corrupt_model_is_one_line_error(shapes_slide, stand_in, tmp_path):
         segment(tmp_path / "w2", inputs=(shapes_slide,), slide_mpp=1.0, progress=False)
 
 
+@pytest.mark.slow
 def test_train_seg_then_segment_phantoms(phantom_work, phantom_slides, tmp_path, capsys):
     """A tiny U-Net trained on phantom patches, applied to the phantom slides, scored against
     their own annotations (F1 is reported; a tiny budget does not promise a high one)."""
