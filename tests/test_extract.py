@@ -788,3 +788,25 @@ def test_progress_records_one_file_per_checkpoint(tmp_path):
     assert len(stage_extract._done_slides(tmp_path, tasks)) == 2
     other = _fake_tasks(5)[::-1]  # another plan: nothing matches
     assert stage_extract._done_slides(tmp_path, other) == []
+
+
+def test_chunks_hold_about_the_same_bytes_whatever_the_patch_size(tmp_path):
+    """64 patches a chunk at 256 px; fewer at larger sizes, so a chunk stays about 12 MiB."""
+    from wsi_aug.stages.extract import PatchTable, items_per_chunk, write_patch_store
+
+    assert [items_per_chunk(s) for s in (64, 256, 512, 1024, 4096)] == [64, 64, 16, 4, 1]
+    n, size = 20, 512
+    rows = {
+        c: np.array(["s"] * n) if c in ("slide", "patient", "object_id", "label", "split")
+        else np.zeros(n, bool) if c in ("padded", "positive") else np.zeros(n)
+        for c in PatchTable.columns()
+    }
+    path = write_patch_store(
+        tmp_path,
+        np.zeros((n, size, size, 3), np.uint8),
+        np.zeros((n, size, size), np.uint8),
+        PatchTable(**rows),
+        params={"size": size},
+    )
+    g = zarr.open_group(path, mode="r")
+    assert g["images"].chunks == (16, size, size, 3) and g["masks"].chunks == (16, size, size)

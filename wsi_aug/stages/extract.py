@@ -34,11 +34,20 @@ if TYPE_CHECKING:
 NAME = "extract"
 MADE_BY = "wsi-aug extract SLIDES"
 _IMAGES, _MASKS, _TABLE = "images", "masks", "table"
-ITEMS_PER_CHUNK = 64
-"""Patches per chunk of ``images`` and ``masks`` (12.6 MB of 256 px RGB a chunk). Each chunk write
-costs about 1 ms of zarr's Python work besides its bytes; 64 a chunk writes the 455 HuBMAP
-patches in 0.09 s against 0.13 s at 16, and readers take rows in blocks (`store.read_rows`),
-where decompressing a whole LZ4 chunk costs a few milliseconds."""
+CHUNK_BYTES = 12 << 20
+"""About the uncompressed bytes of one chunk of ``images``: 64 patches of 256 px RGB. Each chunk
+write costs about 1 ms of zarr's Python work besides its bytes; 64 a chunk writes the 455 HuBMAP
+patches in 0.09 s against 0.13 s at 16, and readers take rows in blocks (`store.read_rows`), where
+decompressing a whole LZ4 chunk costs a few milliseconds. Larger patches get fewer a chunk, so
+that a chunk (held in memory while it fills, and read whole for one row) stays this size."""
+MAX_ITEMS_PER_CHUNK = 64
+
+
+def items_per_chunk(size: int) -> int:
+    """Patches per chunk of ``images`` and ``masks`` for patches of `size` px (1 to 64)."""
+    return max(1, min(MAX_ITEMS_PER_CHUNK, CHUNK_BYTES // (size * size * 3)))
+
+
 CHECKPOINT_SECONDS = 10.0
 """How often a running extraction records the slides it finished (what a crash can lose)."""
 
@@ -489,7 +498,7 @@ class PatchWriter:
                     group,
                     name,
                     (0, *shape),
-                    items_per_chunk=ITEMS_PER_CHUNK,
+                    items_per_chunk=items_per_chunk(size),
                     compressors=patch_codecs(),
                 )
             writers.append(store.StackWriter(arr, start=resume_rows or 0, executor=self._pool))
