@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +29,22 @@ def test_help_lists_every_command_quickly():
     assert subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split() == ["False", "False"]
+
+
+def test_the_command_stops_openblas_spinning_unless_the_user_chose():
+    """`wsi_aug.cli` sets OPENBLAS_THREAD_TIMEOUT before anything imports numpy (the package
+    itself imports nothing), and keeps a value already set."""
+    code = (
+        "import os, sys; import wsi_aug; assert 'numpy' not in sys.modules; "
+        "import wsi_aug.cli; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "4"
+    env["OPENBLAS_THREAD_TIMEOUT"] = "20"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "20"
 
 
 def test_info_on_slides_and_annotations(phantom_slides, capsys):

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import sys
+
+# Before numpy loads: OpenBLAS's worker threads busy-wait about 2**28 cycles (0.1 s) for work
+# after they start and after each call before they sleep; a command that does no threaded BLAS
+# (extraction, most stages) paid that CPU time on a core its own work needed. 2**4 cycles: they
+# sleep at once and a large product wakes them as before. A value set by the user is kept.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import click
 
