@@ -5,11 +5,14 @@ Draws ``--n`` real-valued samples once from WORK's latest condition checkpoint (
 `wsi_aug.condgen.postprocess.to_conditions`: whole-pixel centring against centring the
 continuous shape (sub-pixel), the mask channel blurred with a Gaussian of sigma 0 to 6 px
 before thresholding, the thresholded mask opened with a disc of radius 2 to 8 px (``mask_open``:
-stalks and spurs cut), and the structure channel blurred (``structure_sigma``). Each variant is
-scored (`wsi_aug.condgen.stats.compare`, the measures of ``eval-conditions``) against the
-**val** split's real positive conditions, which is where a variant is chosen; the chosen one,
-beside the current default, is then scored once against the **test** split, which took no part
-in the choice, beside the previous post-processing (whole-pixel, no blur) and the shipped default
+stalks and spurs cut), the structure channel blurred (``structure_sigma``), and the best of
+these with tile-edge bands (``padding``: each sample gets the white-padding band of a random
+train patch, none for most, and is cut and centred as extraction cuts and centres a glomerulus
+at a tile's edge). Each variant is scored (`wsi_aug.condgen.stats.compare`, the measures of
+``eval-conditions``) against the **val** split's real positive conditions, which is where a
+variant is chosen; the chosen one is then scored once against the **test** split, which took no
+part in the choice, and against val + test together (what ``eval-conditions`` measures), beside
+the previous post-processing (whole-pixel, no blur), the mask blur alone and the shipped default
 (`CondGenConfig`'s). Real train conditions are the reference of the memorisation measure, as in
 ``eval-conditions``.
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from wsi_aug.condgen import stats
 from wsi_aug.condgen.model import CondGenConfig
-from wsi_aug.condgen.postprocess import to_conditions
+from wsi_aug.condgen.postprocess import draw_padding, to_conditions
 from wsi_aug.condgen.sample import draw_raw
 from wsi_aug.conditions import sample_seed
 from wsi_aug.stages.structure import PairedStores
@@ -52,8 +55,12 @@ SHORT = {
 }
 
 
-def variants() -> dict[str, dict[str, Any]]:
-    """Post-processing settings to compare, by name (``to_conditions`` keyword arguments)."""
+def variants(padding: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Post-processing settings to compare, by name (``to_conditions`` keyword arguments).
+
+    With `padding` (B, 4), also the best earlier settings with those border bands (one per
+    sample, drawn from the train patches' tile-edge bands, `draw_padding`).
+    """
     out: dict[str, dict[str, Any]] = {"whole-pixel centring": {"subpixel": False}}
     for sigma in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0):
         out[f"shape centring, mask sigma {sigma:g}"] = {"subpixel": True, "mask_sigma": sigma}
@@ -68,6 +75,13 @@ def variants() -> dict[str, dict[str, Any]]:
             "mask_sigma": 4.0,
             "structure_sigma": ssig,
         }
+    if padding is not None:  # twelfth session: the tile-edge bands of the train patches
+        for name, kw in [
+            ("mask sigma 4", {"mask_sigma": 4.0}),
+            ("mask sigma 5, open 6", {"mask_sigma": 5.0, "mask_open": 6.0}),
+            ("mask sigma 6", {"mask_sigma": 6.0}),
+        ]:
+            out[f"shape centring, {name}, tile edges"] = {**kw, "padding": padding}
     return out
 
 
@@ -140,9 +154,15 @@ def main() -> None:
     val = pairs.load("val", positive=True)
     test = pairs.load("test", positive=True)
     real = (train.masks, train.maps)
+    pool = pairs.patches.padding_insets(train.rows)
+    padding = draw_padding(pool, [sample_seed(0, i) for i in range(args.n)])
+    print(
+        f"train patches with a tile-edge band: {np.mean(pool.any(axis=1)):.2f}; "
+        f"samples given one: {np.mean(padding.any(axis=1)):.2f}\n"
+    )
     sets = {
         name: to_conditions(raw, min_size=cfg.min_size, centre=True, **kw)
-        for name, kw in variants().items()
+        for name, kw in variants(padding).items()
     }
     on_val = {name: stats.compare(c, real, (val.masks, val.maps)) for name, c in sets.items()}
 
@@ -152,15 +172,21 @@ def main() -> None:
 
     best = max(on_val, key=lambda k: score(on_val[k]))
     previous = "whole-pixel centring"
-    shipped = f"shape centring, mask sigma {CondGenConfig().mask_sigma:g}"
+    default = CondGenConfig()
+    untiled = f"shape centring, mask sigma {default.mask_sigma:g}"
+    shipped = untiled + (", tile edges" if default.tile_edges else "")
     out = [
         table(on_val, f"Against the val split ({len(val)} glomeruli; choosing): bold = target met"),
         f"\nChosen on val (most targets met, then coverage): **{best}**\n",
     ]
-    chosen = {k: sets[k] for k in dict.fromkeys((previous, shipped, best))}
+    chosen = {k: sets[k] for k in dict.fromkeys((previous, untiled, shipped, best))}
     on_test = {k: stats.compare(c, real, (test.masks, test.maps)) for k, c in chosen.items()}
     heading = f"Against the test split ({len(test)} glomeruli; not used to choose)"
     out.append(table(on_test, heading))
+    both = (np.concatenate([val.masks, test.masks]), np.concatenate([val.maps, test.maps]))
+    on_both = {k: stats.compare(c, real, both) for k, c in chosen.items()}
+    heading = f"Against val + test ({len(both[0])} glomeruli, as eval-conditions measures)"
+    out.append("\n" + table(on_both, heading))
     text = "\n".join(out)
     print(text)
     if args.out:

@@ -43,6 +43,9 @@ def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> Wo
             d = _disc(size, *rng.uniform(0, size, 2), rng.uniform(1.5, 3)).astype(bool)
             img[d] = (90, 60, 140)
         images[i] = np.clip(img, 0, 255).astype(np.uint8)
+        if i % 8 == 1:  # crosses the slide's top edge: white padding, the mask cut there
+            images[i, : 4 + i % 5] = 255
+            masks[i, : 4 + i % 5] = 0
         maps[i] = (images[i].mean(-1) < 150).astype(np.uint8)
     splits = np.array(["train", "train", "train", "val", "test"])[np.arange(n) % 5]
     table = PatchTable(
@@ -54,7 +57,7 @@ def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> Wo
         cy=rng.uniform(0, 1000, n),
         mpp=np.full(n, 1.0),
         split=splits,
-        padded=np.zeros(n, bool),
+        padded=np.arange(n) % 8 == 1,
         positive=positive,
     )
     params = {"size": size, "mpp": 1.0, "seed": seed, "factory": True}

@@ -14,6 +14,7 @@ from wsi_aug.condgen.mix import canonical_source, parse_mix
 from wsi_aug.condgen.model import CondGenConfig, build_model, make_ema
 from wsi_aug.condgen.postprocess import (
     clean_mask,
+    draw_padding,
     shift_field,
     shift_reflect,
     to_conditions,
@@ -222,6 +223,71 @@ def test_structure_sigma_removes_single_pixel_grain_and_keeps_blobs() -> None:
     _, blurred = to_conditions(x, structure_sigma=1.0)
     assert ndimage.label(raw[0])[1] > 20 and ndimage.label(blurred[0])[1] == 1
     assert blurred[0][12:28, 12:28].all()
+
+
+def test_padding_insets_measure_white_border_bands_only() -> None:
+    """Bands of pure white at the border count; a white row inside the patch, a nearly white
+    band, and an all-white patch do not."""
+    from wsi_aug.imaging import padding_insets
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 250, (4, 32, 32, 3), dtype=np.uint8)
+    imgs[0, :5] = 255  # top band of 5
+    imgs[0, :, -3:] = 255  # and right band of 3
+    imgs[1, 10] = 255  # a white row inside: no band
+    imgs[1, -4:] = 254  # nearly white at the bottom: no band
+    imgs[2, -7:] = 255  # bottom band of 7
+    imgs[3] = 255  # all white: says nothing
+    assert padding_insets(imgs).tolist() == [[5, 0, 0, 3], [0, 0, 0, 0], [0, 7, 0, 0], [0, 0, 0, 0]]
+    assert padding_insets(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0, 4)
+
+
+def test_a_tile_edge_band_cuts_the_sample_and_centring_centres_the_cut_shape() -> None:
+    """A disc that reaches into a bottom band of 20 px: both channels are empty in the band,
+    the mask is cut straight along it, and the cut mask's centroid is at the centre (as
+    extraction centres a glomerulus cut by a tile's edge), so the disc moved down; a band the
+    disc never reaches changes nothing; zeros insets are no band."""
+    n = 64
+    yy, xx = np.mgrid[:n, :n]
+    c = (n - 1) / 2
+    disc = np.where((yy - c) ** 2 + (xx - c) ** 2 <= 18**2, 1.0, -1.0)
+    x = np.stack([disc, np.ones((n, n))])[None].astype(np.float32)
+    plain_m, plain_s = to_conditions(x, centre=True)
+    m, s = to_conditions(x, centre=True, padding=np.array([[0, 20, 0, 0]]))
+    assert not m[0, -20:].any() and not s[0, -20:].any() and s[0, :-20].all()
+    assert m[0, -21].sum() > 10  # cut straight along the band's edge
+    cy, cx = ndimage.center_of_mass(m[0])
+    assert abs(cy - c) < 0.3 and abs(cx - c) < 0.3
+    assert m[0].sum() < plain_m[0].sum()  # part of the disc is cut away
+    top = int(np.argmax(m[0].any(axis=1)))
+    assert top > int(np.argmax(plain_m[0].any(axis=1)))  # moved towards the band
+    far, _ = to_conditions(x, centre=True, padding=np.array([[0, 0, 5, 0]]))
+    assert (far[0] == plain_m[0]).all()
+    none, none_s = to_conditions(x, centre=True, padding=np.zeros((1, 4), np.int64))
+    assert (none[0] == plain_m[0]).all() and (none_s[0] == plain_s[0]).all()
+    with pytest.raises(ValueError, match="rows for"):
+        to_conditions(x, padding=np.zeros((2, 4), np.int64))
+
+
+def test_a_band_that_would_empty_the_mask_is_not_applied() -> None:
+    n = 32
+    x = -np.ones((1, 2, n, n), np.float32)
+    x[0, 0, 14:18, 14:18] = 1.0
+    x[0, 1] = 1.0
+    m, s = to_conditions(x, centre=True, padding=np.array([[n - 1, 0, 0, 0]]))
+    assert m[0].sum() == 16 and s[0].all()
+
+
+def test_padding_draws_depend_on_each_samples_seed_only() -> None:
+    pool = np.array([[0, 0, 0, 0]] * 6 + [[0, 12, 0, 0], [7, 0, 0, 9]])
+    seeds = list(range(400))
+    drawn = draw_padding(pool, seeds)
+    assert drawn.shape == (400, 4)
+    assert (drawn == draw_padding(pool, seeds)).all()
+    assert (drawn[100:110] == draw_padding(pool, seeds[100:110])).all()  # batch-independent
+    assert 0.15 < np.mean(drawn.any(axis=1)) < 0.35  # a quarter of the pool has a band
+    assert {tuple(r) for r in drawn} <= {tuple(r) for r in pool}
+    assert draw_padding(np.zeros((0, 4)), [1, 2]).tolist() == [[0] * 4, [0] * 4]
 
 
 def test_shifted_in_pixels_mirror_the_edge() -> None:
@@ -446,3 +512,45 @@ def test_a_checkpoints_samples_get_its_configs_mask_blur_and_old_configs_the_def
         want = to_conditions(raw, min_size=ck.config.min_size, centre=True, mask_sigma=sigma)
         assert all(np.array_equal(a, b) for a, b in zip(drawn[sigma], want))
     assert not np.array_equal(drawn[0.0][0], drawn[3.0][0])
+
+
+def test_a_checkpoint_with_tile_edges_gives_its_samples_the_pools_bands(
+    trained: tuple[Path, list[float]], tmp_path: Path
+) -> None:
+    """`tile_edges` is part of the model's configuration (old configs get the default): with a
+    pool of train bands, a sample gets exactly `to_conditions` with the band its seed draws;
+    without the flag or without a pool, none; the stage's default is the model's."""
+    import dataclasses
+
+    from wsi_aug.condgen.sample import draw_raw
+    from wsi_aug.conditions import sample_seed
+    from wsi_aug.stages.train_conditions import TrainConditionsParams
+
+    assert TrainConditionsParams().tile_edges == CondGenConfig().tile_edges
+    assert CondGenConfig.from_dict({"size": S}).tile_edges == CondGenConfig().tile_edges
+    ck = checkpoints.load(trained[0])
+    seeds = [sample_seed(0, i) for i in range(6)]
+    pool = np.array([[0, 0, 0, 0], [0, 9, 0, 0], [6, 0, 0, 7]])
+    bands = draw_padding(pool, seeds)
+    assert bands.any(axis=1).sum() >= 2
+    raw = draw_raw(ConditionModel(trained[0], steps=4).model, seeds, S, steps=4)
+    post = {"min_size": ck.config.min_size, "centre": True, "mask_sigma": ck.config.mask_sigma}
+    for flag in (True, False):
+        net = build_model(ck.config)
+        net.load_state_dict(ck.ema)
+        path = checkpoints.save(
+            tmp_path / f"t{flag}.safetensors",
+            config=dataclasses.replace(ck.config, tile_edges=flag),
+            model=net,
+            ema=make_ema(net, 0.9),
+            step=1,
+        )
+        got = ConditionModel(path, steps=4, padding_pool=pool)(seeds)
+        want = to_conditions(raw, padding=bands if flag else None, **post)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+        plain = ConditionModel(path, steps=4)(seeds)
+        assert all(np.array_equal(a, b) for a, b in zip(plain, to_conditions(raw, **post)))
+    banded = to_conditions(raw, padding=bands, **post)[1]
+    for (top, bottom, left, right), smap in zip(bands, banded):
+        assert not smap[:top].any() and not smap[S - bottom :].any()
+        assert not smap[:, :left].any() and not smap[:, S - right :].any()

@@ -504,6 +504,9 @@ def test_hubmap_windows_at_the_tiles_own_pixel_size_are_exact_crops(shared_data,
     )
     images, masks, table = _load(tmp_path)
     assert table["padded"].any() and not table["padded"].all()
+    from wsi_aug.stages.extract import PatchStore
+
+    insets = PatchStore.open(tmp_path).padding_insets(np.arange(len(images)))
     i = 0
     for tile in sorted(tiles):
         polys = _polygons_labelme(tile.with_suffix(".json"))
@@ -519,6 +522,9 @@ def test_hubmap_windows_at_the_tiles_own_pixel_size_are_exact_crops(shared_data,
             crop = padded[y0 + 256 : y0 + 512, x0 + 256 : x0 + 512]  # white beyond the tile
             np.testing.assert_array_equal(images[i], crop)
             assert table["padded"][i] == (x0 < 0 or y0 < 0 or x0 + 256 > w or y0 + 256 > h)
+            # the reader's white border band is exactly the part of the window beyond the tile
+            band = [max(0, -y0), max(0, y0 + 256 - h), max(0, -x0), max(0, x0 + 256 - w)]
+            assert insets[i].tolist() == band
             box = (float(x0), float(y0), 256.0, 256.0)
             np.testing.assert_array_equal(masks[i], rasterize(polys, box, 256))
             i += 1

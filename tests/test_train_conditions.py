@@ -98,6 +98,31 @@ def test_eval_conditions_writes_tables_and_grid(cond_work: WorkDir) -> None:
     assert eval_conditions(cond_work.root, n=6, sample_steps=2, **FAST).cached
 
 
+def test_learned_conditions_get_the_train_splits_tile_edge_bands(
+    cond_work: WorkDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """synthesize and eval-conditions hand the condition model the tile-edge bands of the train
+    split's positive patches (the pool its samples' bands are drawn from), no other split's."""
+    from wsi_aug.condgen import sample
+    from wsi_aug.stages.extract import PatchStore
+
+    patches = PatchStore.open(cond_work.root)
+    want = patches.padding_insets(patches.select("train", positive=True))
+    other = patches.padding_insets(patches.select("val", positive=True))
+    seen: list[np.ndarray] = []
+    real_init = sample.ConditionModel.__init__
+
+    def spy(self: sample.ConditionModel, *args: object, **kw: object) -> None:
+        seen.append(np.asarray(kw.get("padding_pool")))
+        real_init(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sample.ConditionModel, "__init__", spy)
+    synthesize(cond_work.root, n=2, source="learned", condition_steps=2, force=True, **FAST)
+    eval_conditions(cond_work.root, n=4, sample_steps=2, force=True, **FAST)
+    assert want.any() and len(seen) == 2 and all(np.array_equal(s, want) for s in seen)
+    assert len(want) != len(other) or not np.array_equal(want, other)
+
+
 def test_bad_condition_checkpoints_are_one_line_errors(cond_work: WorkDir, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00 not a checkpoint " * 10)

@@ -1,5 +1,6 @@
 """Small image helpers shared by several stages: Otsu thresholds, the 8 dihedral symmetries of a
-square patch, and smooth displacement fields for ``torch.nn.functional.grid_sample``.
+square patch, smooth displacement fields for ``torch.nn.functional.grid_sample``, and the border
+band of white padding of patches that cross a slide's edge.
 
 Each was written several times before; one copy here keeps the call sites consistent.
 """
@@ -122,3 +123,27 @@ def upsample_displacement(
     if scale != 1.0:
         field = field * scale
     return field.permute(0, 2, 3, 1)
+
+
+def padding_insets(images: np.ndarray, fill: int = 255) -> np.ndarray:
+    """(N, 4) int (top, bottom, left, right): each image's border band of padding.
+
+    The rows (columns) at each side of an (N, S, S, 3) uint8 image that are entirely `fill` (the
+    white extraction pads with where a window crosses the slide's edge). An image that is all
+    `fill` has no band (zeros): it says nothing about where a tile edge cuts a glomerulus.
+    """
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or not len(imgs):
+        return np.zeros((len(imgs), 4), np.int64)
+    full = np.all(imgs == fill, axis=-1)
+    rows, cols = full.all(axis=2), full.all(axis=1)
+
+    def lead(a: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.where(a.all(axis=1), a.shape[1], np.argmin(a, axis=1))
+        return out
+
+    out = np.stack([lead(rows), lead(rows[:, ::-1]), lead(cols), lead(cols[:, ::-1])], axis=1)
+    h, w = imgs.shape[1:3]
+    whole = (out[:, 0] + out[:, 1] >= h) | (out[:, 2] + out[:, 3] >= w)
+    out[whole] = 0
+    return out.astype(np.int64)

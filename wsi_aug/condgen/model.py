@@ -29,6 +29,7 @@ class CondGenConfig:
     centre: bool = True  # samples shifted so the mask's main component sits at the centre
     mask_sigma: float = 4.0  # Gaussian sigma (px) of the sampled mask channel before thresholding
     padding: PaddingMode = "zeros"  # of the U-Net's 3x3 convolutions: zeros or reflect
+    tile_edges: bool = True  # samples get the train patches' white tile-edge bands (postprocess)
 
     def __post_init__(self) -> None:
         if self.smooth < 0 or self.min_size < 0 or self.mask_sigma < 0:

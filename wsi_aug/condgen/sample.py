@@ -17,7 +17,7 @@ import torch
 
 from wsi_aug.condgen.diffusion import ddim_sample
 from wsi_aug.condgen.model import CHANNELS
-from wsi_aug.condgen.postprocess import to_conditions
+from wsi_aug.condgen.postprocess import draw_padding, to_conditions
 
 
 def start_noise(seeds: Sequence[int], size: int) -> torch.Tensor:
@@ -66,18 +66,26 @@ def draw(
     min_size: int = 0,
     centre: bool = False,
     mask_sigma: float = 0.0,
+    padding: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Masks and structure maps (B, S, S) uint8 {0, 1} for the given per-sample seeds.
 
-    `min_size`, `centre` and `mask_sigma`: the post-processing of
-    `wsi_aug.condgen.postprocess.to_conditions`.
+    `min_size`, `centre`, `mask_sigma` and `padding` (per-sample tile-edge bands): the
+    post-processing of `wsi_aug.condgen.postprocess.to_conditions`.
     """
     x = draw_raw(model, seeds, size, steps=steps, device=device, batch_size=batch_size)
-    return to_conditions(x, min_size=min_size, centre=centre, mask_sigma=mask_sigma)
+    return to_conditions(
+        x, min_size=min_size, centre=centre, mask_sigma=mask_sigma, padding=padding
+    )
 
 
 class ConditionModel:
-    """A checkpoint's EMA denoiser, ready to draw conditions for lists of seeds."""
+    """A checkpoint's EMA denoiser, ready to draw conditions for lists of seeds.
+
+    `padding_pool` (N, 4): the tile-edge bands of the real training patches
+    (`PatchStore.padding_insets`); where the checkpoint's config has ``tile_edges``, sample i
+    gets the band of one of them, chosen by its seed (`draw_padding`). Without a pool, none.
+    """
 
     def __init__(
         self,
@@ -85,6 +93,7 @@ class ConditionModel:
         device: torch.device | str = "cpu",
         steps: int = 50,
         centre: bool | None = None,
+        padding_pool: np.ndarray | None = None,
     ):
         from wsi_aug.condgen.checkpoints import load_ema
 
@@ -94,12 +103,15 @@ class ConditionModel:
         self.device = torch.device(device)
         self.steps = steps
         self.centre = self.config.centre if centre is None else centre
+        self.padding_pool = padding_pool if self.config.tile_edges else None
 
     @property
     def size(self) -> int:
         return self.config.size
 
     def __call__(self, seeds: Sequence[int], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        pool = self.padding_pool
+        padding = draw_padding(pool, seeds) if pool is not None and len(pool) else None
         return draw(
             self.model,
             seeds,
@@ -107,5 +119,6 @@ class ConditionModel:
             steps=self.steps,
             device=self.device,
             batch_size=batch_size,
+            padding=padding,
             **{**self.config.postprocessing(), "centre": self.centre},
         )

@@ -112,7 +112,12 @@ def eval_conditions(
             f"{pairs.patches.path}: {len(train)} train and {len(held_masks)} held-out "
             f"({p.heldout}) glomeruli; need at least 2 of each to compare conditions"
         )
-    model = ConditionModel(Path(ckpt), resolve_device(p.device), steps=p.sample_steps)
+    model = ConditionModel(
+        Path(ckpt),
+        resolve_device(p.device),
+        steps=p.sample_steps,
+        padding_pool=pairs.patches.padding_insets(train.rows),
+    )
     if model.size != pairs.patches.size:
         raise CheckpointError(
             f"{ckpt}: a condition model for {model.size} px patches, the patches are "

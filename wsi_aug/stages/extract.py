@@ -60,15 +60,19 @@ class ExtractParams(StageParams):
     stage = NAME
 
     inputs: tuple[Path, ...] = param(
-        (), "Slide files or folders (each slide pairs with an annotation file).", argument=True,
+        (),
+        "Slide files or folders (each slide pairs with an annotation file).",
+        argument=True,
         key=False,
     )
     annotations: Path | None = param(
-        None, "Folder of annotation files named like the slides (default: beside them).",
+        None,
+        "Folder of annotation files named like the slides (default: beside them).",
         key=False,
     )
     manifest: Path | None = param(
-        None, "CSV with columns slide, annotation[, patient, split, mpp] instead of INPUTS.",
+        None,
+        "CSV with columns slide, annotation[, patient, split, mpp] instead of INPUTS.",
         key=False,
     )
     recursive: bool = param(False, "Look for slides in sub-folders too.", key=False)
@@ -436,12 +440,30 @@ class PatchStore(StageStore):
 
         return store.read_rows(self.images, rows), store.read_rows(self.masks, rows)
 
+    def padding_insets(self, rows: np.ndarray | Sequence[int], batch: int = 256) -> np.ndarray:
+        """(N, 4) int per row: its border band of white padding, (top, bottom, left, right) px.
+
+        Zeros for the rows that cross no slide edge; only the padded rows' images are read (in
+        batches), as `wsi_aug.imaging.padding_insets` measures them.
+        """
+        import numpy as np
+
+        from wsi_aug import store
+        from wsi_aug.imaging import padding_insets
+
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros((len(rows), 4), np.int64)
+        hit = np.flatnonzero(self.table.padded[rows]) if len(rows) else rows
+        for start in range(0, len(hit), batch):
+            part = hit[start : start + batch]
+            out[part] = padding_insets(store.read_rows(self.images, rows[part]))
+        return out
+
     def read_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every image and mask, in memory."""
         from wsi_aug import store
 
         return store.read_all(self.images), store.read_all(self.masks)
-
 
 
 def patch_codecs() -> tuple[Any, ...]:

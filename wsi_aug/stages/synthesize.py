@@ -258,7 +258,8 @@ def synthesize(
     gen = Generation(ckpt, cfg, dev, dropout_seed=p.seed if p.dropout else None)
     learned = None
     if learned_ckpt is not None:
-        learned = _learned_source(learned_ckpt, inputs["condition_checkpoint"], size, dev, p)
+        pool = pairs.patches.padding_insets(train.rows)
+        learned = _learned_source(learned_ckpt, inputs["condition_checkpoint"], size, dev, p, pool)
     conditions = make_source(p.source, train.masks, train.maps, train.rows, p.seed, learned=learned)
     with store.build(wd.synthetic, stage=NAME, params=key, inputs=inputs) as group:
         writer = SyntheticWriter(group, p.n, size)
@@ -294,14 +295,23 @@ def _checkpoint(model_store: Any, given: Path | None, option: str = "--checkpoin
 
 
 def _learned_source(
-    checkpoint: Path, fingerprint: str, size: int, device: Any, p: SynthesizeParams
+    checkpoint: Path,
+    fingerprint: str,
+    size: int,
+    device: Any,
+    p: SynthesizeParams,
+    padding_pool: Any = None,
 ) -> Any:
-    """The learned condition source: the checkpoint's EMA model, checked against the patch size."""
+    """The learned condition source: the checkpoint's EMA model, checked against the patch size.
+
+    `padding_pool`: the train patches' tile-edge bands, which the samples get where the
+    model's config says ``tile_edges``.
+    """
     from wsi_aug.condgen.sample import ConditionModel
     from wsi_aug.conditions import LearnedConditions
     from wsi_aug.errors import CheckpointError
 
-    model = ConditionModel(checkpoint, device, steps=p.condition_steps)
+    model = ConditionModel(checkpoint, device, steps=p.condition_steps, padding_pool=padding_pool)
     if model.size != size:
         raise CheckpointError(
             f"{checkpoint}: a condition model for {model.size} px patches, the patches are "

@@ -29,8 +29,9 @@ _SAMPLES, _LOSSES = "samples", "losses.csv"
 class TrainConditionsParams(StageParams):
     """The condition model's size and training length.
 
-    The defaults train in 18 to 25 minutes at 128 px on a 2-core CPU (batch 16, base 32, patch
-    4: measured 5.3 steps/s on one development VM, 6.3-7.2 on another); on a GPU the same command
+    The defaults train in 18 to 25 minutes at 128 px on a 2-core Intel Xeon VM (batch 16, base
+    32, patch 4: measured 5.3 steps/s on one development VM, 6.3-7.2 on another) and in about an
+    hour on a slower 2-core AMD EPYC VM (2.2 steps/s); on a GPU the same command
     runs under bf16 autocast, where a larger model (--base 64 --patch 2) and more --steps fit the
     same time.
     """
@@ -40,7 +41,7 @@ class TrainConditionsParams(StageParams):
     steps: int = param(
         7500,
         "Training steps in all (batches of --batch-size); 7500 take 18-25 min at 128 px on a "
-        "2-core CPU.",
+        "2-core Intel VM, about an hour on a slower 2-core AMD one.",
         ge=1,
     )
     batch_size: int = param(16, "Conditions per step.", ge=1)
@@ -73,6 +74,12 @@ class TrainConditionsParams(StageParams):
         "thresholded: the model's residual noise then no longer frays the outline (0: none; "
         "4 chosen on the val split at 128 px).",
         ge=0,
+    )
+    tile_edges: bool = param(
+        True,
+        "Give samples the white tile-edge bands of the train patches (as often, as deep and on "
+        "the same sides; the mask cut along the band and centred as extraction centres a cut "
+        "glomerulus).",
     )
     padding: Literal["zeros", "reflect"] = param(
         "zeros",
@@ -135,6 +142,7 @@ def model_config(
             centre=p.centre,
             mask_sigma=p.mask_sigma,
             padding=p.padding,
+            tile_edges=p.tile_edges,
         )
     except ValueError as exc:
         raise WsiAugError(f"{where}: {exc}; choose another --patch") from exc
