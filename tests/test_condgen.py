@@ -269,6 +269,21 @@ def test_a_tile_edge_band_cuts_the_sample_and_centring_centres_the_cut_shape() -
         to_conditions(x, padding=np.zeros((2, 4), np.int64))
 
 
+def test_a_deep_band_settles_too() -> None:
+    """A band that hides most of the disc (the cut centroid follows a shift by about half of
+    it, so plain steps would need many rounds): the band is kept and the cut shape centred."""
+    n = 64
+    yy, xx = np.mgrid[:n, :n]
+    c = (n - 1) / 2
+    disc = np.where((yy - c) ** 2 + (xx - c) ** 2 <= 20**2, 1.0, -1.0)
+    x = np.stack([disc, np.ones((n, n))])[None].astype(np.float32)
+    m, s = to_conditions(x, centre=True, padding=np.array([[0, 0, 26, 0]]))
+    assert not s[0, :, :26].any() and s[0, :, 26:].all()  # the band was applied
+    cy, cx = ndimage.center_of_mass(m[0])
+    assert abs(cy - c) < 0.3 and abs(cx - c) < 0.3
+    assert m[0, :, 26].sum() > 20  # cut straight along the band's edge
+
+
 def test_a_band_that_would_empty_the_mask_is_not_applied() -> None:
     n = 32
     x = -np.ones((1, 2, n, n), np.float32)

@@ -17,9 +17,9 @@ channels.
 Tiles and slide edges: where a real window crosses the edge of its tile, extraction pads it with
 white, so its structure map is empty there and its annotated glomerulus is cut straight at the
 edge (in the HuBMAP tiles at 128 px and 2 µm/px, 41-46 % of the positive patches). ``padding``
-gives a sample such a border band (`padding_insets` measures the bands of real patches): both
-channels are emptied there and the centring then puts the centroid of the cut shape at the
-centre, as extraction centres the cut polygon.
+gives a sample such a border band (`wsi_aug.imaging.padding_insets` measures real patches'
+bands): both channels are emptied there and the centring then puts the centroid of the cut
+shape at the centre, as extraction centres the cut polygon.
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from wsi_aug.imaging import padding_insets
 from wsi_aug.structure import remove_small_structures
-
-__all__ = ["padding_insets"]  # re-exported: measured on real patches, given to samples
 
 _PADDING_STREAM = 0x70616464  # keeps the padding draw apart from the seed's other uses
 
@@ -165,8 +162,9 @@ def padding_band(
 def draw_padding(pool: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
     """(B, 4): for sample i, the insets of one row of `pool` (N, 4), chosen by its own seed.
 
-    `pool` holds real training patches' insets (`padding_insets`), zeros for the many that
-    cross no edge, so samples get bands as often, as deep and on the same sides as real ones.
+    `pool` holds real training patches' insets (`wsi_aug.imaging.padding_insets`), zeros for
+    the many that cross no edge, so samples get bands as often, as deep and on the same sides
+    as real ones.
     The choice depends on the sample's seed only (its own generator), not on the batch.
     """
     rows = np.asarray(pool, np.int64).reshape(-1, 4)
@@ -236,9 +234,9 @@ def to_conditions(
     the threshold in the real-valued channel, so centring sees the opened shape.
     `structure_sigma` > 0 blurs the structure channel before it is thresholded (fewer
     single-pixel grains). `padding` (B, 4) gives sample i the border band of insets
-    ``padding[i]`` (`padding_insets`; zeros: none): both channels are emptied there, and
-    centring centres the cut shape (a sample the band would empty keeps no band). With
-    `centre`, `subpixel` moves
+    ``padding[i]`` (`wsi_aug.imaging.padding_insets`; zeros: none): both channels are emptied
+    there, and centring centres the cut shape (a sample the band would empty, or whose shift
+    does not settle, keeps no band). With `centre`, `subpixel` moves
     the real-valued mask channel by the fractional shift that centres its continuous shape
     (`shape_offset`) before thresholding, as extraction centres a real glomerulus's polygon,
     and the structure map by the nearest whole pixels; without it, both binary channels move
