@@ -491,13 +491,27 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_and_the_stage_spells_the_s
     assert cos[mid] == pytest.approx(0.5, abs=0.01)
 
 
+def _resaved(ck: checkpoints.CondCheckpoint, path: Path, **config: object) -> Path:
+    """`ck`'s EMA weights saved again at `path` with some configuration fields changed."""
+    import dataclasses
+
+    net = build_model(ck.config)
+    net.load_state_dict(ck.ema)
+    return checkpoints.save(
+        path,
+        config=dataclasses.replace(ck.config, **config),  # type: ignore[arg-type]
+        model=net,
+        ema=make_ema(net, 0.9),
+        step=1,
+    )
+
+
 def test_a_checkpoints_samples_get_its_configs_mask_blur_and_old_configs_the_default(
     trained: tuple[Path, list[float]], tmp_path: Path
 ) -> None:
     """The mask blur is part of the model's configuration: a checkpoint saved with it is sampled
     with it, one saved before the field existed gets the default, and the stage's default is the
     model's (one value, not two that can drift)."""
-    import dataclasses
 
     from wsi_aug.condgen.sample import draw_raw
     from wsi_aug.conditions import sample_seed
@@ -514,15 +528,7 @@ def test_a_checkpoints_samples_get_its_configs_mask_blur_and_old_configs_the_def
     raw = draw_raw(model.model, seeds, S, steps=4)
     drawn = {}
     for sigma in (0.0, 3.0):
-        net = build_model(ck.config)
-        net.load_state_dict(ck.ema)
-        path = checkpoints.save(
-            tmp_path / f"s{sigma:g}.safetensors",
-            config=dataclasses.replace(ck.config, mask_sigma=sigma),
-            model=net,
-            ema=make_ema(net, 0.9),
-            step=1,
-        )
+        path = _resaved(ck, tmp_path / f"s{sigma:g}.safetensors", mask_sigma=sigma)
         drawn[sigma] = ConditionModel(path, steps=4)(seeds)
         want = to_conditions(raw, min_size=ck.config.min_size, centre=True, mask_sigma=sigma)
         assert all(np.array_equal(a, b) for a, b in zip(drawn[sigma], want))
@@ -535,7 +541,6 @@ def test_a_checkpoint_with_tile_edges_gives_its_samples_the_pools_bands(
     """`tile_edges` is part of the model's configuration (old configs get the default): with a
     pool of train bands, a sample gets exactly `to_conditions` with the band its seed draws;
     without the flag or without a pool, none; the stage's default is the model's."""
-    import dataclasses
 
     from wsi_aug.condgen.sample import draw_raw
     from wsi_aug.conditions import sample_seed
@@ -551,15 +556,7 @@ def test_a_checkpoint_with_tile_edges_gives_its_samples_the_pools_bands(
     raw = draw_raw(ConditionModel(trained[0], steps=4).model, seeds, S, steps=4)
     post = {"min_size": ck.config.min_size, "centre": True, "mask_sigma": ck.config.mask_sigma}
     for flag in (True, False):
-        net = build_model(ck.config)
-        net.load_state_dict(ck.ema)
-        path = checkpoints.save(
-            tmp_path / f"t{flag}.safetensors",
-            config=dataclasses.replace(ck.config, tile_edges=flag),
-            model=net,
-            ema=make_ema(net, 0.9),
-            step=1,
-        )
+        path = _resaved(ck, tmp_path / f"t{flag}.safetensors", tile_edges=flag)
         got = ConditionModel(path, steps=4, padding_pool=pool)(seeds)
         want = to_conditions(raw, padding=bands if flag else None, **post)
         assert all(np.array_equal(a, b) for a, b in zip(got, want))
