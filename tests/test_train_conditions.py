@@ -198,3 +198,41 @@ def test_an_interrupted_run_continues_from_its_latest_checkpoint(
     assert cs.group.attrs["steps"] == 6 and cs.latest().name == "step-00000006.safetensors"
     rows = cs.losses.read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_training_on_uncut_conditions_leaves_out_the_patches_cut_by_a_tile_edge(
+    tiny_work: WorkDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wsi_aug.condgen.train as condtrain
+    from wsi_aug.stages.extract import PatchStore
+    from wsi_aug.stages.structure import PairedStores
+
+    wd = WorkDir(tmp_path / "w")
+    shutil.copytree(tiny_work.root, wd.root)
+    seen: list[np.ndarray] = []
+    real_train = condtrain.train
+
+    def spy(cfg: object, masks: np.ndarray, *args: object, **kwargs: object) -> object:
+        seen.append(masks.copy())
+        return real_train(cfg, masks, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(condtrain, "train", spy)
+    opts = dict(TINY, steps=2, device="cpu", progress=False)
+    everything = train_conditions(wd.root, **opts)
+    uncut = train_conditions(wd.root, train_on="uncut", **opts)
+    assert not uncut.cached  # the choice is part of the stage's key
+    assert uncut.meta["params"]["train_on"] == "uncut"
+    data = PairedStores(wd.root).load("train")
+    cut = PatchStore.open(wd.root).padding_insets(data.rows).any(axis=1)
+    assert cut.any() and not cut.all()
+    assert np.array_equal(seen[0], data.masks)
+    assert np.array_equal(seen[1], data.masks[~cut])
+    assert ConditionStore.open(wd.root).group.attrs["train_conditions"] == int((~cut).sum())
+    assert everything.meta["params"]["train_on"] == "all"
+
+    def all_cut(self: PatchStore, rows: np.ndarray) -> np.ndarray:
+        return np.ones((len(rows), 4), np.int64)
+
+    monkeypatch.setattr(PatchStore, "padding_insets", all_cut)
+    with pytest.raises(WsiAugError, match=r"extract\.zarr: every positive .*--train-on all"):
+        train_conditions(wd.root, train_on="uncut", force=True, **opts)

@@ -36,6 +36,10 @@ class GanData:
     def size(self) -> int:
         return int(self.masks.shape[-1])
 
+    def subset(self, keep: np.ndarray) -> GanData:
+        """The patches `keep` (a boolean array or row positions) selects, in their order."""
+        return GanData(self.images[keep], self.masks[keep], self.maps[keep], self.rows[keep])
+
 
 def condition_array(mask: np.ndarray, structure: np.ndarray, no_structure: bool) -> np.ndarray:
     """Float32 condition (C,S,S) in [-1,1] from {0,1} mask and structure map(s) (..., S, S)."""

@@ -81,6 +81,12 @@ class TrainConditionsParams(StageParams):
         "the same sides; the mask cut along the band and centred as extraction centres a cut "
         "glomerulus).",
     )
+    train_on: Literal["all", "uncut"] = param(
+        "all",
+        "Train conditions: all positive train patches, or only the uncut ones (no white "
+        "tile-edge band): the model then learns whole glomeruli, and --tile-edges cuts its "
+        "samples once, as extraction cuts real ones, instead of cutting shapes it learned cut.",
+    )
     padding: Literal["zeros", "reflect"] = param(
         "zeros",
         "Padding of the U-Net's 3x3 convolutions: zeros, or reflect (the patch border then looks "
@@ -164,6 +170,8 @@ def train_conditions(
     """
     import shutil
 
+    import numpy as np
+
     from wsi_aug import store
     from wsi_aug.condgen.checkpoints import latest_checkpoint, load
     from wsi_aug.condgen.train import train
@@ -189,6 +197,14 @@ def train_conditions(
             f"{pairs.patches.path}: no positive train patch to learn conditions from; "
             "extract glomeruli with `wsi-aug extract`"
         )
+    if p.train_on == "uncut":
+        cut = np.asarray(pairs.patches.padding_insets(data.rows).any(axis=1), bool)
+        data = data.subset(~cut)
+        if len(data) == 0:
+            raise WsiAugError(
+                f"{pairs.patches.path}: every positive train patch crosses its tile's edge; "
+                "train on them all with --train-on all"
+            )
     device = resolve_device(p.device)
     partial = store.partial_path(path, store.stage_key(NAME, key, inputs))
     partial_files = partial.with_name(partial.name + ".files")  # build_stage's files folder
