@@ -35,6 +35,14 @@ def tiny_work(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def tiny_work_uncut(tmp_path_factory: pytest.TempPathFactory):
+    """`tiny_work` without its patches that cross a tile edge: the pinned GAN weights' data."""
+    from tests.factories import make_tiny_work
+
+    return make_tiny_work(tmp_path_factory.mktemp("tiny-work-uncut"), tile_edges=False)
+
+
+@pytest.fixture(scope="session")
 def phantom_slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of three small phantom slides (1536 px square, 0.5 µm/px) with GeoJSON beside."""
     from wsi_aug.phantom import make_phantom_dataset

@@ -17,11 +17,15 @@ def _disc(size: int, cx: float, cy: float, r: float) -> np.ndarray:
     return ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r).astype(np.uint8)
 
 
-def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> WorkDir:
+def make_tiny_work(
+    root: Path, n: int = 16, size: int = 64, seed: int = 0, tile_edges: bool = True
+) -> WorkDir:
     """A work folder with an `extract.zarr` and a `structure.zarr` of `n` disc-shaped 'glomeruli'.
 
     Splits: 60 % train, 20 % val, 20 % test (by a fake slide per patch); one in four patches is a
-    negative (empty mask). Images are pink with a darker disc and random dark dots (nuclei).
+    negative (empty mask). Images are pink with a darker disc and random dark dots (nuclei). With
+    `tile_edges`, one patch in eight crosses its slide's top edge (white band, the mask cut there);
+    without, the stores are those the pinned GAN weights were recorded on.
     """
     rng = np.random.default_rng(seed)
     work = WorkDir(Path(root))
@@ -43,7 +47,7 @@ def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> Wo
             d = _disc(size, *rng.uniform(0, size, 2), rng.uniform(1.5, 3)).astype(bool)
             img[d] = (90, 60, 140)
         images[i] = np.clip(img, 0, 255).astype(np.uint8)
-        if i % 8 == 1:  # crosses the slide's top edge: white padding, the mask cut there
+        if tile_edges and i % 8 == 1:  # crosses the slide's top edge: white band, mask cut there
             images[i, : 4 + i % 5] = 255
             masks[i, : 4 + i % 5] = 0
         maps[i] = (images[i].mean(-1) < 150).astype(np.uint8)
@@ -57,7 +61,7 @@ def make_tiny_work(root: Path, n: int = 16, size: int = 64, seed: int = 0) -> Wo
         cy=rng.uniform(0, 1000, n),
         mpp=np.full(n, 1.0),
         split=splits,
-        padded=np.arange(n) % 8 == 1,
+        padded=(np.arange(n) % 8 == 1) & tile_edges,
         positive=positive,
     )
     params = {"size": size, "mpp": 1.0, "seed": seed, "factory": True}

@@ -191,10 +191,10 @@ def test_defaults_are_the_paper_and_stay_out_of_the_cache_key() -> None:
 
 
 def test_explicit_defaults_reproduce_the_recorded_weights(
-    tiny_work: WorkDir, tmp_path: Path
+    tiny_work_uncut: WorkDir, tmp_path: Path
 ) -> None:
     wd = WorkDir(tmp_path / "w")
-    shutil.copytree(tiny_work.root, wd.root)
+    shutil.copytree(tiny_work_uncut.root, wd.root)
     defaults = dict(ms_ceiling=None, ms_downsample=1, upsample="transposed", spectral_norm=False)
     train_gan(wd.root, epochs=2, max_steps=6, seed=1, **defaults, **TINY)
     g, _ = load_generator(latest_checkpoint(wd.gan_files / "checkpoints"))
