@@ -35,7 +35,7 @@ import numpy as np
 from wsi_aug.condgen import stats
 from wsi_aug.condgen.model import CondGenConfig
 from wsi_aug.condgen.postprocess import draw_padding, to_conditions
-from wsi_aug.condgen.sample import draw_raw
+from wsi_aug.condgen.sample import draw_areas, draw_raw
 from wsi_aug.conditions import sample_seed
 from wsi_aug.stages.structure import PairedStores
 from wsi_aug.stages.train_conditions import ConditionStore
@@ -148,7 +148,9 @@ def main() -> None:
     model, ck = load_ema(ckpt, "cpu")
     cfg = ck.config
     t = time.perf_counter()
-    raw = draw_raw(model, [sample_seed(0, i) for i in range(args.n)], cfg.size, steps=args.steps)
+    seeds = [sample_seed(0, i) for i in range(args.n)]
+    areas = None if ck.areas is None else draw_areas(ck.areas.numpy(), seeds)  # area-conditioned
+    raw = draw_raw(model, seeds, cfg.size, steps=args.steps, areas=areas)
     print(f"{ckpt}: {args.n} samples in {time.perf_counter() - t:.0f} s (CPU)\n")
     train = pairs.load("train", positive=True)
     val = pairs.load("val", positive=True)

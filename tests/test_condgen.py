@@ -566,3 +566,75 @@ def test_a_checkpoint_with_tile_edges_gives_its_samples_the_pools_bands(
     for (top, bottom, left, right), smap in zip(bands, banded):
         assert not smap[:top].any() and not smap[S - bottom :].any()
         assert not smap[:, :left].any() and not smap[:, S - right :].any()
+
+
+@pytest.fixture(scope="module")
+def area_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny area-conditioned model on discs of radius 0.15-0.35 of the patch."""
+    out = tmp_path_factory.mktemp("condgen-area")
+    masks, maps = discs(24, 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = train(
+            CondGenConfig(size=S, base=8, patch=1, area_condition=True),
+            masks,
+            maps,
+            out,
+            steps=80,
+            batch_size=8,
+            lr=3e-3,
+            seed=0,
+            sample_every=80,
+            checkpoint_every=80,
+            sample_steps=4,
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert r.checkpoint is not None
+    return r.checkpoint
+
+
+def test_an_area_conditioned_model_draws_larger_glomeruli_when_asked_for_larger_areas(
+    area_trained: Path,
+) -> None:
+    """The checkpoint keeps the training areas; the same noise asked for a larger area gives a
+    larger mask (after a few steps already), and the samples' areas come from that pool."""
+    from wsi_aug.condgen.model import mask_areas
+    from wsi_aug.condgen.sample import draw, draw_areas
+
+    ck = checkpoints.load(area_trained)
+    assert ck.config.area_condition and ck.areas is not None
+    np.testing.assert_array_equal(ck.areas.numpy(), mask_areas(discs(24, 0)[0]))
+    model = ConditionModel(area_trained, steps=6)
+    seeds = list(range(12))
+    post = model.config.postprocessing()
+    small, _ = draw(model.model, seeds, S, steps=6, area_pool=np.array([0.08]), **post)
+    large, _ = draw(model.model, seeds, S, steps=6, area_pool=np.array([0.38]), **post)
+    a, b = mask_areas(small), mask_areas(large)
+    assert (b > a).mean() >= 0.9 and b.mean() > a.mean() + 0.01
+    # the stage's sampler draws each sample's area from the checkpoint's pool by its seed
+    asked = draw_areas(ck.areas.numpy(), seeds)
+    assert set(asked.tolist()) <= set(ck.areas.numpy().tolist())
+    np.testing.assert_array_equal(asked[3:5], draw_areas(ck.areas.numpy(), seeds[3:5]))
+    m1, s1 = model(seeds)
+    m2, s2 = draw(model.model, seeds, S, steps=6, area_pool=ck.areas.numpy(), **post)
+    assert np.array_equal(m1, m2) and np.array_equal(s1, s2)
+    with pytest.raises(ValueError, match="area-conditioned"):
+        draw(model.model, seeds, S, steps=2)
+    with pytest.raises(ValueError, match="area-conditioned"):
+        model.model(torch.zeros(1, 2, S, S), torch.full((1,), 0.5))
+
+
+def test_an_area_conditioned_checkpoint_without_its_areas_is_a_one_line_error(
+    area_trained: Path, tmp_path: Path
+) -> None:
+    ck = checkpoints.load(area_trained)
+    bare = _resaved(ck, tmp_path / "bare.safetensors")  # saved without the areas tensor
+    with pytest.raises(CheckpointError, match=r"bare\.safetensors: corrupt.*training areas") as e:
+        ConditionModel(bare)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match=r"area_condition=True vs False expected"):
+        train(TINY, *discs(4, 0), None, steps=2, resume_from=area_trained)
+    # an unconditioned model's weights are those of before the option (no extra layer)
+    assert not any(k.startswith("area.") for k in build_model(TINY).state_dict())

@@ -172,12 +172,11 @@ def test_an_interrupted_run_continues_from_its_latest_checkpoint(
     opts = dict(TINY, steps=6, sample_every=100, device="cpu", progress=False)
     real_save = condtrain._save
 
-    def crash_at_4(
-        out: Path, cfg: object, model: object, ema: object, opt: object, step: int, seed: int
-    ) -> Path:
+    def crash_at_4(out: Path, cfg: object, model: object, ema: object, opt: object, step: int,
+                   seed: int, areas: object = None) -> Path:
         if step == 4:
             raise KeyboardInterrupt
-        return real_save(out, cfg, model, ema, opt, step, seed)  # type: ignore[arg-type]
+        return real_save(out, cfg, model, ema, opt, step, seed, areas)  # type: ignore[arg-type]
 
     monkeypatch.setattr(condtrain, "_save", crash_at_4)
     with pytest.raises(KeyboardInterrupt):
@@ -236,3 +235,30 @@ def test_training_on_uncut_conditions_leaves_out_the_patches_cut_by_a_tile_edge(
     monkeypatch.setattr(PatchStore, "padding_insets", all_cut)
     with pytest.raises(WsiAugError, match=r"extract\.zarr: every positive .*--train-on all"):
         train_conditions(wd.root, train_on="uncut", force=True, **opts)
+
+
+def test_an_area_conditioned_model_through_the_stages(tiny_work: WorkDir, tmp_path: Path) -> None:
+    """--area-condition is part of the key and the config; synthesize and eval-conditions draw
+    from the checkpoint's own training areas (nothing else to pass)."""
+    from wsi_aug.condgen.checkpoints import load
+    from wsi_aug.condgen.model import mask_areas
+    from wsi_aug.stages.structure import PairedStores
+
+    wd = WorkDir(tmp_path / "w")
+    shutil.copytree(tiny_work.root, wd.root)
+    opts = dict(TINY, steps=2, device="cpu", progress=False)
+    plain = train_conditions(wd.root, **opts)
+    assert plain.meta["params"]["area_condition"] is False
+    made = train_conditions(wd.root, area_condition=True, **opts)
+    assert not made.cached and made.meta["params"]["area_condition"] is True
+    cs = ConditionStore.open(wd.root)
+    assert cs.group.attrs["config"]["area_condition"] is True
+    ck = load(cs.latest())
+    train_masks = PairedStores(wd.root).load("train", positive=True).masks
+    np.testing.assert_array_equal(ck.areas.numpy(), mask_areas(train_masks))  # type: ignore[union-attr]
+    train_gan(wd.root, epochs=1, ngf=4, ndf=4, device="cpu", progress=False)
+    synthesize(wd.root, n=3, source="learned", condition_steps=2, seed=1, **FAST)
+    _, masks, _ = SyntheticStore.open(wd.root).read_all()
+    assert masks.shape == (3, 64, 64)
+    eval_conditions(wd.root, n=4, sample_steps=2, **FAST)
+    assert "learned" in set(ConditionEvalStore.open(wd.root).results["set"].tolist())

@@ -1,9 +1,11 @@
 """Condition-model checkpoints: one safetensors file each (no pickle), written atomically.
 
-Tensors ``model/...`` (the trained weights), ``ema/...`` (the EMA weights samples are drawn with)
-and ``opt/<index>/<key>`` (Adam), with the config, step and format in the metadata (JSON). The
-same content gives the same bytes (`wsi_aug.gan.checkpoints.canonical_header`), so file
-fingerprints identify a model. A folder's ``latest`` file names its newest checkpoint.
+Tensors ``model/...`` (the trained weights), ``ema/...`` (the EMA weights samples are drawn with),
+``opt/<index>/<key>`` (Adam) and, for an area-conditioned model, ``areas`` (the training
+conditions' mask areas, which samples draw theirs from), with the config, step and format in
+the metadata (JSON). The same content gives the same bytes
+(`wsi_aug.gan.checkpoints.canonical_header`), so file fingerprints identify a model. A folder's
+``latest`` file names its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class CondCheckpoint:
     ema_count: int = 0
     opt: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    areas: torch.Tensor | None = None  # (N,) the training masks' areas (area-conditioned models)
 
 
 def _state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
@@ -67,6 +70,7 @@ def save(
     step: int,
     opt: torch.optim.Optimizer | None = None,
     extra: dict[str, Any] | None = None,
+    areas: torch.Tensor | None = None,
 ) -> Path:
     """Write a checkpoint atomically and point the folder's ``latest`` at it.
 
@@ -77,6 +81,8 @@ def save(
     inner = getattr(ema, "module", ema)
     count = getattr(ema, "n_averaged", None)
     tensors = {**_state("model", model), **_state("ema", inner)}
+    if areas is not None:
+        tensors["areas"] = areas.detach().cpu().float().contiguous()
     meta = {
         "format": FORMAT,
         "config": json.dumps(config.to_dict(), sort_keys=True),
@@ -116,7 +122,11 @@ def load(path: str | os.PathLike[str], *, ema_only: bool = False) -> CondCheckpo
             meta = dict(f.metadata() or {})
             if meta.get("format") != FORMAT:
                 raise _corrupt(p, f"format {meta.get('format')!r}, expected {FORMAT!r}")
-            names = [k for k in f.keys() if not ema_only or k.startswith("ema/")]  # noqa: SIM118
+            names = [
+                k
+                for k in f.keys()  # noqa: SIM118
+                if not ema_only or k.startswith("ema/") or k == "areas"
+            ]
             tensors = {k: f.get_tensor(k) for k in names}
         ck = CondCheckpoint(
             path=p,
@@ -126,6 +136,7 @@ def load(path: str | os.PathLike[str], *, ema_only: bool = False) -> CondCheckpo
             ema={k[4:]: v for k, v in tensors.items() if k.startswith("ema/")},
             ema_count=int(meta.get("ema_count", 0)),
             extra=json.loads(meta.get("extra", "{}")),
+            areas=tensors.get("areas"),
         )
         if not ema_only and "opt" in meta:
             ck.opt = unflatten_optimizer("opt", tensors, meta["opt"])
@@ -135,6 +146,8 @@ def load(path: str | os.PathLike[str], *, ema_only: bool = False) -> CondCheckpo
         raise _corrupt(p, f"{type(exc).__name__}: {exc}") from exc
     if not ck.ema:
         raise _corrupt(p, "no EMA weights")
+    if ck.config.area_condition and (ck.areas is None or ck.areas.ndim != 1 or not len(ck.areas)):
+        raise _corrupt(p, "an area-conditioned model without its training areas")
     return ck
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, get_args
 
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
@@ -30,6 +31,7 @@ class CondGenConfig:
     mask_sigma: float = 4.0  # Gaussian sigma (px) of the sampled mask channel before thresholding
     padding: PaddingMode = "zeros"  # of the U-Net's 3x3 convolutions: zeros or reflect
     tile_edges: bool = True  # samples get the train patches' white tile-edge bands (postprocess)
+    area_condition: bool = False  # the denoiser takes the mask area; samples draw real areas
 
     def __post_init__(self) -> None:
         if self.smooth < 0 or self.min_size < 0 or self.mask_sigma < 0:
@@ -60,7 +62,13 @@ class CondGenConfig:
 
     def arch(self) -> dict[str, Any]:
         """The fields a checkpoint's weights depend on."""
-        return {"size": self.size, "base": self.base, "patch": self.patch, "padding": self.padding}
+        return {
+            "size": self.size,
+            "base": self.base,
+            "patch": self.patch,
+            "padding": self.padding,
+            "area_condition": self.area_condition,
+        }
 
 
 def auto_patch(size: int) -> int:
@@ -70,7 +78,22 @@ def auto_patch(size: int) -> int:
 
 def build_model(cfg: CondGenConfig) -> CondUNet:
     """The denoiser, initialised from torch's global default generator state (callers fork it)."""
-    return CondUNet(channels=CHANNELS, base=cfg.base, patch=cfg.patch, padding_mode=cfg.padding)
+    return CondUNet(
+        channels=CHANNELS,
+        base=cfg.base,
+        patch=cfg.patch,
+        padding_mode=cfg.padding,
+        area_condition=cfg.area_condition,
+    )
+
+
+def mask_areas(masks: np.ndarray) -> np.ndarray:
+    """(N,) float32: each binary mask's area as a share of its patch (what the area-conditioned
+    denoiser is told; unchanged by the dihedral symmetries training applies)."""
+    m = np.asarray(masks)
+    if not len(m):
+        return np.zeros(0, np.float32)
+    return (m.reshape(len(m), -1) > 0).mean(axis=1).astype(np.float32)
 
 
 def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:

@@ -3,7 +3,9 @@
 Every step draws a batch of train conditions, each given one of the 8 dihedral symmetries, a time
 and Gaussian noise; the loss is the MSE of the predicted v. All randomness of step n comes from
 generators seeded from (seed, n) alone, so a run resumed from a checkpoint continues exactly as
-it would have gone on. Adam with a linear warm-up; the EMA weights (what samples are drawn
+it would have gone on. An area-conditioned model (`CondGenConfig.area_condition`) is told each
+condition's mask area, and its checkpoints keep the training areas that samples draw from. Adam
+with a linear warm-up; the EMA weights (what samples are drawn
 with) are updated after every step. On CUDA the forward pass runs under bf16 autocast.
 
 `out` receives ``checkpoints/step-NNNNNNNN.safetensors`` (+ ``latest``), ``samples/
@@ -27,7 +29,7 @@ import torch
 
 from wsi_aug.condgen import checkpoints
 from wsi_aug.condgen.diffusion import noisy
-from wsi_aug.condgen.model import CondGenConfig, build_model, make_ema
+from wsi_aug.condgen.model import CondGenConfig, build_model, make_ema, mask_areas
 from wsi_aug.conditions import sample_seed
 from wsi_aug.errors import WsiAugError
 from wsi_aug.imaging import DIHEDRAL, dihedral
@@ -72,11 +74,17 @@ def conditions_tensor(masks: np.ndarray, maps: np.ndarray, smooth: float = 0.0) 
     return x * 2.0 - 1.0
 
 
+def step_draws(n: int, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step `step`'s choice of conditions (indices into `n`) and of their dihedral symmetries."""
+    rng = np.random.default_rng([seed, step])
+    idx = rng.integers(n, size=batch_size)
+    sym = rng.integers(len(DIHEDRAL), size=batch_size)
+    return idx, sym
+
+
 def step_batch(data: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Step `step`'s batch: random conditions, each under a random dihedral symmetry."""
-    rng = np.random.default_rng([seed, step])
-    idx = rng.integers(len(data), size=batch_size)
-    sym = rng.integers(len(DIHEDRAL), size=batch_size)
+    idx, sym = step_draws(len(data), batch_size, seed, step)
     return np.stack([dihedral(data[i], *DIHEDRAL[s]) for i, s in zip(idx, sym)])
 
 
@@ -113,6 +121,7 @@ def train(
         raise WsiAugError("train-conditions: no train condition to learn from")
     dev = torch.device(device)
     data = conditions_tensor(masks, maps, cfg.smooth)
+    areas = mask_areas(masks) if cfg.area_condition else None
     with torch.random.fork_rng(devices=[]):  # the initial weights from the seed, globals kept
         torch.manual_seed(seed)
         model = build_model(cfg).to(dev)
@@ -157,6 +166,10 @@ def train(
         for step in range(start, steps):
             tick = time.perf_counter()
             x0 = torch.from_numpy(step_batch(data, batch_size, seed, step)).to(dev)
+            area = None
+            if areas is not None:
+                area = torch.from_numpy(areas[step_draws(len(data), batch_size, seed, step)[0]])
+                area = area.to(dev)
             g = torch.Generator().manual_seed(sample_seed(seed, step))
             noise = torch.randn(x0.shape, generator=g).to(dev)
             t = torch.rand(len(x0), generator=g).to(dev)
@@ -164,7 +177,7 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = _lr(lr, step, steps, lr_schedule)
             with autocast:
-                pred = model(xt, t)
+                pred = model(xt, t, area)
             loss = torch.mean((pred.float() - target) ** 2)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -190,10 +203,10 @@ def train(
                     )
                 pending.clear()
             if out is not None and (done % sample_every == 0 or done == steps):
-                _sample_grid(ema.module, cfg, data, out, done, seed, sample_steps, dev)
+                _sample_grid(ema.module, cfg, data, areas, out, done, seed, sample_steps, dev)
             if saving:
                 assert out is not None
-                result.checkpoint = _save(out, cfg, model, ema, opt, done, seed)
+                result.checkpoint = _save(out, cfg, model, ema, opt, done, seed, areas)
     finally:
         bar.close()
     result.seconds = time.perf_counter() - began
@@ -208,10 +221,18 @@ def _save(
     opt: torch.optim.Optimizer,
     step: int,
     seed: int,
+    areas: np.ndarray | None = None,
 ) -> Path:
     path = out / "checkpoints" / f"step-{step:08d}.safetensors"
     return checkpoints.save(
-        path, config=cfg, model=model, ema=ema, step=step, opt=opt, extra={"seed": seed}
+        path,
+        config=cfg,
+        model=model,
+        ema=ema,
+        step=step,
+        opt=opt,
+        extra={"seed": seed},
+        areas=None if areas is None else torch.from_numpy(areas),
     )
 
 
@@ -219,6 +240,7 @@ def _sample_grid(
     model: torch.nn.Module,
     cfg: CondGenConfig,
     data: np.ndarray,
+    areas: np.ndarray | None,
     out: Path,
     step: int,
     seed: int,
@@ -237,6 +259,7 @@ def _sample_grid(
         data.shape[-1],
         steps=sample_steps,
         device=device,
+        area_pool=areas,
         **cfg.postprocessing(),
     )
     model.train(was)

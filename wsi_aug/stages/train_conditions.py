@@ -29,8 +29,8 @@ _SAMPLES, _LOSSES = "samples", "losses.csv"
 class TrainConditionsParams(StageParams):
     """The condition model's size and training length.
 
-    The defaults train in 18 to 25 minutes at 128 px on a 2-core Intel Xeon VM (batch 16, base
-    32, patch 4: measured 5.3 steps/s on one development VM, 6.3-7.2 on another) and in about an
+    The defaults train in 16 to 25 minutes at 128 px on a 2-core Intel Xeon VM (batch 16, base
+    32, patch 4: measured 5.3 steps/s on one development VM, 6.3-7.9 on others) and in about an
     hour on a slower 2-core AMD EPYC VM (2.2 steps/s); on a GPU the same command
     runs under bf16 autocast, where a larger model (--base 64 --patch 2) and more --steps fit the
     same time.
@@ -40,7 +40,7 @@ class TrainConditionsParams(StageParams):
 
     steps: int = param(
         7500,
-        "Training steps in all (batches of --batch-size); 7500 take 18-25 min at 128 px on a "
+        "Training steps in all (batches of --batch-size); 7500 take 16-25 min at 128 px on a "
         "2-core Intel VM, about an hour on a slower 2-core AMD one.",
         ge=1,
     )
@@ -86,6 +86,12 @@ class TrainConditionsParams(StageParams):
         "Train conditions: all positive train patches, or only the uncut ones (no white "
         "tile-edge band): the model then learns whole glomeruli, and --tile-edges cuts its "
         "samples once, as extraction cuts real ones, instead of cutting shapes it learned cut.",
+    )
+    area_condition: bool = param(
+        False,
+        "Tell the model each training condition's mask area, and ask it at sampling for the "
+        "area of a train condition drawn by the sample's seed, so sampled glomeruli are as "
+        "varied in size as real ones.",
     )
     padding: Literal["zeros", "reflect"] = param(
         "zeros",
@@ -149,6 +155,7 @@ def model_config(
             mask_sigma=p.mask_sigma,
             padding=p.padding,
             tile_edges=p.tile_edges,
+            area_condition=p.area_condition,
         )
     except ValueError as exc:
         raise WsiAugError(f"{where}: {exc}; choose another --patch") from exc
