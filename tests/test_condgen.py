@@ -46,15 +46,14 @@ def discs(n: int, seed: int, size: int = S) -> tuple[np.ndarray, np.ndarray]:
     return masks, maps
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
-    out = tmp_path_factory.mktemp("condgen")
+def _train_tiny(cfg: CondGenConfig, out: Path, checkpoint_every: int) -> tuple[Path, list[float]]:
+    """80 steps of `cfg` on 24 discs in one torch thread: its last checkpoint and its losses."""
     masks, maps = discs(24, 0)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         r = train(
-            TINY,
+            cfg,
             masks,
             maps,
             out,
@@ -63,13 +62,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]
             lr=3e-3,
             seed=0,
             sample_every=80,
-            checkpoint_every=40,
+            checkpoint_every=checkpoint_every,
             sample_steps=4,
         )
     finally:
         torch.set_num_threads(before)
     assert r.checkpoint is not None
     return r.checkpoint, r.losses
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
+    return _train_tiny(TINY, tmp_path_factory.mktemp("condgen"), checkpoint_every=40)
 
 
 def test_a_tiny_model_trains_and_its_loss_falls(trained: tuple[Path, list[float]]) -> None:
@@ -571,28 +575,8 @@ def test_a_checkpoint_with_tile_edges_gives_its_samples_the_pools_bands(
 @pytest.fixture(scope="module")
 def area_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny area-conditioned model on discs of radius 0.15-0.35 of the patch."""
-    out = tmp_path_factory.mktemp("condgen-area")
-    masks, maps = discs(24, 0)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        r = train(
-            CondGenConfig(size=S, base=8, patch=1, area_condition=True),
-            masks,
-            maps,
-            out,
-            steps=80,
-            batch_size=8,
-            lr=3e-3,
-            seed=0,
-            sample_every=80,
-            checkpoint_every=80,
-            sample_steps=4,
-        )
-    finally:
-        torch.set_num_threads(before)
-    assert r.checkpoint is not None
-    return r.checkpoint
+    cfg = CondGenConfig(size=S, base=8, patch=1, area_condition=True)
+    return _train_tiny(cfg, tmp_path_factory.mktemp("condgen-area"), checkpoint_every=80)[0]
 
 
 def test_an_area_conditioned_model_draws_larger_glomeruli_when_asked_for_larger_areas(
