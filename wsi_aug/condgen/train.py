@@ -74,18 +74,15 @@ def conditions_tensor(masks: np.ndarray, maps: np.ndarray, smooth: float = 0.0) 
     return x * 2.0 - 1.0
 
 
-def step_draws(n: int, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Step `step`'s choice of conditions (indices into `n`) and of their dihedral symmetries."""
+def step_batch(
+    data: np.ndarray, batch_size: int, seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step `step`'s batch: random conditions, each under a random dihedral symmetry, and the
+    indices into `data` they were drawn from (for what is told about each, e.g. its area)."""
     rng = np.random.default_rng([seed, step])
-    idx = rng.integers(n, size=batch_size)
+    idx = rng.integers(len(data), size=batch_size)
     sym = rng.integers(len(DIHEDRAL), size=batch_size)
-    return idx, sym
-
-
-def step_batch(data: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Step `step`'s batch: random conditions, each under a random dihedral symmetry."""
-    idx, sym = step_draws(len(data), batch_size, seed, step)
-    return np.stack([dihedral(data[i], *DIHEDRAL[s]) for i, s in zip(idx, sym)])
+    return np.stack([dihedral(data[i], *DIHEDRAL[s]) for i, s in zip(idx, sym)]), idx
 
 
 def _lr(base: float, step: int, steps: int, schedule: LrSchedule = "constant") -> float:
@@ -165,11 +162,9 @@ def train(
     try:
         for step in range(start, steps):
             tick = time.perf_counter()
-            x0 = torch.from_numpy(step_batch(data, batch_size, seed, step)).to(dev)
-            area = None
-            if areas is not None:
-                area = torch.from_numpy(areas[step_draws(len(data), batch_size, seed, step)[0]])
-                area = area.to(dev)
+            batch, idx = step_batch(data, batch_size, seed, step)
+            x0 = torch.from_numpy(batch).to(dev)
+            area = None if areas is None else torch.from_numpy(areas[idx]).to(dev)
             g = torch.Generator().manual_seed(sample_seed(seed, step))
             noise = torch.randn(x0.shape, generator=g).to(dev)
             t = torch.rand(len(x0), generator=g).to(dev)
